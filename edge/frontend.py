@@ -1,0 +1,175 @@
+"""The one log-mel front end, shared by training and the edge (numpy + soxr only, no torch/librosa).
+
+waveform, rate -> resample -> fixed 5-s window -> mel power spectrogram (Slaney mel, as
+``librosa.feature.melspectrogram``) -> dB (``librosa.power_to_db(ref=np.max, top_db=80)``)
+-> a fixed-size image for the CNN (3 channels, ImageNet mean/std).
+
+Every parameter lives in :class:`FrontEnd`, which serialises to JSON (it is stored in the ONNX
+metadata and in the name of the feature cache), so training and inference cannot drift apart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """Parameters of the log-mel front end; the defaults give 128 x 216 images of 5-s clips."""
+
+    sample_rate: int = 22050
+    clip_seconds: float = 5.0
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float = 11025.0
+    top_db: float = 80.0
+    channels: int = 3
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+
+    def __post_init__(self):
+        if self.sample_rate <= 0 or self.clip_seconds <= 0:
+            raise ValueError(f"sample_rate and clip_seconds must be positive: {self}")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin} fmax={self.fmax}")
+        if self.hop_length <= 0 or self.n_fft <= 0 or self.n_mels <= 0:
+            raise ValueError(f"n_fft, hop_length and n_mels must be positive: {self}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"mean and std need {self.channels} values each")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_seconds))
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + self.clip_samples // self.hop_length
+
+    @property
+    def image_shape(self) -> tuple:
+        """(channels, n_mels, n_frames): the CNN input for one window."""
+        return (self.channels, self.n_mels, self.n_frames)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FrontEnd":
+        fields = json.loads(text)
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown front-end parameters: {sorted(unknown)}")
+        return cls(**fields)
+
+    def digest(self) -> str:
+        """Short hash of every parameter: names the feature cache so stale images are never reused."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    def log_mel(self, waveform: np.ndarray, rate: int) -> np.ndarray:
+        """(n_mels, n_frames) float32 log-mel in dB, in [-top_db, 0], for one clip at any rate."""
+        x = fit_length(resample(waveform, rate, self.sample_rate), self.clip_samples)
+        return power_to_db(self.mel_power(x), self.top_db)
+
+    def mel_power(self, x: np.ndarray) -> np.ndarray:
+        """Mel power spectrogram of a waveform already at ``sample_rate`` (any length)."""
+        fb = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
+        return fb @ power_spectrogram(x, self.n_fft, self.hop_length)
+
+    def image(self, log_mel_db: np.ndarray) -> np.ndarray:
+        """(channels, n_mels, n_frames) float32: dB scaled to [0, 1], repeated, normalised."""
+        unit = (np.asarray(log_mel_db, np.float32) + self.top_db) / self.top_db
+        mean = np.asarray(self.mean, np.float32)[:, None, None]
+        std = np.asarray(self.std, np.float32)[:, None, None]
+        return (unit[None] - mean) / std
+
+    def __call__(self, waveform: np.ndarray, rate: int) -> np.ndarray:
+        """Waveform at any rate -> the normalised CNN image for its (first) 5-s window."""
+        return self.image(self.log_mel(waveform, rate))
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling with soxr (HQ); returns float32."""
+    x = np.asarray(x, dtype=np.float32)
+    if rate_in == rate_out:
+        return x
+    import soxr
+
+    return soxr.resample(x, rate_in, rate_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """Crop or zero-pad the last axis to exactly n samples."""
+    if x.shape[-1] >= n:
+        return x[..., :n]
+    pad = [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])]
+    return np.pad(x, pad)
+
+
+@lru_cache(maxsize=8)
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (scipy.signal.get_window('hann', n, fftbins=True), as librosa)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT|^2, (1 + n_fft/2, frames), centred frames with zero padding (librosa >= 0.10)."""
+    x = np.pad(np.asarray(x, np.float32), n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop_length]
+    spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1)
+    return (spectrum.real ** 2 + spectrum.imag ** 2).T.astype(np.float32)
+
+
+def hz_to_mel(f):
+    """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa, htk=False)."""
+    f = np.asarray(f, dtype=np.float64)
+    min_log_hz, min_log_mel, logstep = 1000.0, 15.0, np.log(6.4) / 27.0
+    linear = f / (200.0 / 3)
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, min_log_hz) / min_log_hz) / logstep, linear)
+
+
+def mel_to_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    min_log_hz, min_log_mel, logstep = 1000.0, 15.0, np.log(6.4) / 27.0
+    linear = m * (200.0 / 3)
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), linear)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """(n_mels, 1 + n_fft/2) triangular filters, Slaney-normalised (librosa.filters.mel defaults)."""
+    fft_freqs = np.linspace(0, rate / 2, 1 + n_fft // 2)
+    mel_freqs = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    widths = np.diff(mel_freqs)
+    ramps = mel_freqs[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_freqs[2:] - mel_freqs[:-2]))[:, None]
+    weights = weights.astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+def power_to_db(power: np.ndarray, top_db: float = 80.0, amin: float = 1e-10) -> np.ndarray:
+    """10 log10(S / max(S)), floored at -top_db (librosa.power_to_db with ref=np.max)."""
+    power = np.maximum(np.asarray(power, np.float32), amin)
+    db = 10.0 * np.log10(power) - 10.0 * np.log10(power.max())
+    return np.maximum(db, -top_db).astype(np.float32)
+
+
+def audionet_input(waveform: np.ndarray, rate: int, sample_rate: int = 8000, clip_seconds: float = 5.0) -> np.ndarray:
+    """The raw-waveform model's input for one window: (1, samples) float32 at ``sample_rate``."""
+    n = int(round(sample_rate * clip_seconds))
+    return fit_length(resample(waveform, rate, sample_rate), n)[None]
