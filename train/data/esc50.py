@@ -1,0 +1,80 @@
+"""ESC-50 metadata and splits (the layout users download: ``audio/*.wav`` + ``meta/esc50.csv``)."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+N_CLASSES = 50
+N_FOLDS = 5
+SAMPLE_RATE = 44100
+CLIP_SAMPLES = 220500
+
+
+class DatasetError(ValueError):
+    """The dataset folder is missing or not laid out like ESC-50; the message names the path."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    fold: int
+    target: int
+    category: str
+
+
+@dataclass(frozen=True)
+class Split:
+    """Folds for training, model selection (may be empty: fixed epoch count) and the one test fold."""
+
+    name: str
+    train_folds: tuple
+    valid_folds: tuple
+    test_fold: int
+
+    def select(self, clips):
+        """(train, valid, test) lists of clips."""
+        return ([c for c in clips if c.fold in self.train_folds],
+                [c for c in clips if c.fold in self.valid_folds],
+                [c for c in clips if c.fold == self.test_fold])
+
+
+BOOK_SPLIT = Split("book", train_folds=(1, 2, 3), valid_folds=(4,), test_fold=5)
+
+
+def cross_validation_splits():
+    """The 5 official folds: test on fold k, train on the other four, no validation fold."""
+    return [Split(f"cv{k}", tuple(f for f in range(1, N_FOLDS + 1) if f != k), (), k)
+            for k in range(1, N_FOLDS + 1)]
+
+
+def find_root(path) -> Path:
+    """The folder that holds ``meta/esc50.csv``: DIR itself or DIR/ESC-50-master (the GitHub archive)."""
+    path = Path(path)
+    for root in (path, path / "ESC-50-master"):
+        if (root / "meta" / "esc50.csv").is_file():
+            return root
+    raise DatasetError(f"{path}: no ESC-50 dataset here (expected meta/esc50.csv and audio/; "
+                       "get it with `python -m train.data download`)")
+
+
+def read_clips(path) -> list:
+    """All clips listed in ``meta/esc50.csv``, in CSV order."""
+    root = find_root(path)
+    csv_path = root / "meta" / "esc50.csv"
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    needed = {"filename", "fold", "target", "category"}
+    if not rows or not needed <= set(rows[0]):
+        raise DatasetError(f"{csv_path}: expected columns {sorted(needed)}")
+    try:
+        return [Clip(root / "audio" / r["filename"], int(r["fold"]), int(r["target"]), r["category"])
+                for r in rows]
+    except ValueError as err:
+        raise DatasetError(f"{csv_path}: bad fold or target ({err})") from None
+
+
+def class_names(clips) -> list:
+    """Category names indexed by target (``dog`` is 0)."""
+    names = {c.target: c.category for c in clips}
+    return [names.get(t, f"class_{t}") for t in range(N_CLASSES)]
