@@ -85,7 +85,7 @@ class FrontEnd:
     def mel_power(self, x: np.ndarray) -> np.ndarray:
         """Mel power spectrogram of a waveform already at ``sample_rate`` (any length)."""
         fb = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
-        return fb @ power_spectrogram(x, self.n_fft, self.hop_length)
+        return (power_spectrogram(x, self.n_fft, self.hop_length) @ fb.T).T
 
     def image(self, log_mel_db: np.ndarray) -> np.ndarray:
         """(channels, n_mels, n_frames) float32: dB scaled to [0, 1], repeated, normalised."""
@@ -124,11 +124,11 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 
 def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
-    """|STFT|^2, (1 + n_fft/2, frames), centred frames with zero padding (librosa >= 0.10)."""
+    """|STFT|^2 as (frames, 1 + n_fft/2), centred frames with zero padding (librosa >= 0.10)."""
     x = np.pad(np.asarray(x, np.float32), n_fft // 2)
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop_length]
     spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1)
-    return (spectrum.real ** 2 + spectrum.imag ** 2).T.astype(np.float32)
+    return (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32, copy=False)
 
 
 def hz_to_mel(f):
