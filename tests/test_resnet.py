@@ -1,0 +1,163 @@
+"""ResNet-50 transfer: staging, SpecAugment masks, weight loading, and a tiny end-to-end run."""
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+from torch import nn
+from torchvision import transforms
+from torchvision.models import resnet18, resnet50
+
+from train.resnet import SpecResNet50, WeightsError
+from train.specaugment import FrequencyMask, TimeMask, spec_augment
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SpecResNet50(n_classes=50, weights=None)
+
+
+def trainable(model):
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+# --- staging -----------------------------------------------------------------------------------
+
+def test_stage1_trains_only_the_head(model):
+    model.freeze_backbone(True)
+    head = {f"head.{name}" for name, _ in model.head.named_parameters()}
+    assert head == {"head.0.weight", "head.0.bias", "head.3.weight", "head.3.bias"}
+    assert trainable(model) == head
+
+
+def test_stage1_keeps_backbone_batchnorm_in_eval_mode(model):
+    model.freeze_backbone(True).train()
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    assert model.head.training  # dropout stays active
+    before = norms[0].running_mean.clone()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32) * 5 + 3)
+    assert torch.equal(norms[0].running_mean, before)
+
+
+def test_stage2_unfreezes_everything_and_batchnorm_trains_again(model):
+    model.freeze_backbone(False).train()
+    assert trainable(model) == {name for name, _ in model.named_parameters()}
+    assert all(m.training for m in model.modules())
+
+
+def test_stage2_param_groups_cover_every_parameter_once_with_ordered_lrs(model):
+    groups = model.param_groups(lr_head=1e-2, lr_late=1e-4, lr_early=1e-8)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["head"]["lr"] > by_name["layer3-4"]["lr"] > by_name["stem-layer2"]["lr"]
+    layer4 = {id(p) for p in model.backbone.layer4.parameters()}
+    stem = {id(p) for p in model.backbone.conv1.parameters()}
+    assert layer4 <= {id(p) for p in by_name["layer3-4"]["params"]}
+    assert stem <= {id(p) for p in by_name["stem-layer2"]["params"]}
+    optimizer = torch.optim.Adam(groups)  # what the book's lr=[...] meant
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-2, 1e-4, 1e-8]
+
+
+# --- SpecAugment ---------------------------------------------------------------------------------
+
+def masked_bands(before, after):
+    """Indices of the mel rows and of the frame columns that were blanked entirely (all channels)."""
+    changed = (before - after).abs() > 1e-5
+    return changed.all(dim=(0, 2)).nonzero().flatten(), changed.all(dim=(0, 1)).nonzero().flatten()
+
+
+@pytest.mark.parametrize("mask_type, axis", [(FrequencyMask, "freq"), (TimeMask, "time")])
+def test_masks_blank_one_band_on_their_own_axis_within_bounds(mask_type, axis):
+    torch.manual_seed(0)
+    # Few mel rows, many frames: the book drew each start from the other axis.
+    image = torch.rand(3, 12, 90) + 1.0
+    max_width = 8
+    widths = set()
+    for _ in range(300):
+        out = mask_type(max_width, use_mean=False)(image)
+        rows, cols = masked_bands(image, out)
+        band, other = (rows, cols) if axis == "freq" else (cols, rows)
+        assert other.numel() == 0 and torch.equal(out != image, (out == 0))  # nothing else touched
+        if band.numel() == 0:
+            widths.add(0)
+            continue
+        size = image.shape[1] if axis == "freq" else image.shape[2]
+        assert band.max() < size and torch.equal(band, torch.arange(band.min(), band.max() + 1))
+        widths.add(band.numel())
+    assert widths <= set(range(max_width)) and max(widths) == max_width - 1
+
+
+def test_zero_fill_and_mean_fill():
+    torch.manual_seed(1)
+    image = torch.rand(3, 20, 30) * torch.tensor([1.0, 2.0, 3.0])[:, None, None] + 1.0
+    zero = FrequencyMask(10, use_mean=False)
+    while (band := masked_bands(image, out := zero(image))[0]).numel() == 0:
+        pass
+    assert torch.all(out[:, band, :] == 0)
+    mean = TimeMask(10, use_mean=True)
+    while (band := masked_bands(image, out := mean(image))[1]).numel() == 0:
+        pass
+    channel_means = image.mean(dim=(1, 2))
+    assert torch.allclose(out[:, :, band], channel_means[:, None, None].expand(3, 20, band.numel()))
+    assert torch.allclose(out[:, :, band.max() + 1:], image[:, :, band.max() + 1:])
+    assert not torch.equal(out, image) and image.min() >= 1.0  # the input is left untouched
+
+
+def test_spec_augment_applies_each_mask_with_probability_half():
+    augment = spec_augment(freq_width=6, time_width=9)
+    applied = [t for t in augment.transforms if isinstance(t, transforms.RandomApply)]
+    assert [t.p for t in applied] == [0.5, 0.5]
+    assert [type(t.transforms[0]) for t in applied] == [FrequencyMask, TimeMask]
+    torch.manual_seed(2)
+    image = torch.rand(3, 16, 24) + 1.0
+    hits = [tuple(b.numel() > 0 for b in masked_bands(image, augment(image))) for _ in range(1000)]
+    freq_rate = sum(f for f, _ in hits) / len(hits)
+    time_rate = sum(t for _, t in hits) / len(hits)
+    # P(masked) = 0.5 * P(width > 0) = 0.5 * (1 - 1/max_width)
+    assert abs(freq_rate - 0.5 * 5 / 6) < 0.06 and abs(time_rate - 0.5 * 8 / 9) < 0.06
+
+
+def test_mask_repr_and_arguments():
+    assert repr(FrequencyMask(10, use_mean=False)) == "FrequencyMask(max_width=10, use_mean=False)"
+    assert repr(TimeMask(7)) == "TimeMask(max_width=7, use_mean=True)"
+    with pytest.raises(ValueError, match="max_width"):
+        TimeMask(0)
+
+
+# --- weights -------------------------------------------------------------------------------------
+
+def test_weights_from_a_state_dict_file(tmp_path):
+    torch.manual_seed(3)
+    reference = resnet50(weights=None)
+    path = tmp_path / "resnet50.pth"
+    torch.save(reference.state_dict(), path)
+    loaded = SpecResNet50(weights=str(path))
+    for name, tensor in loaded.backbone.state_dict().items():
+        assert torch.equal(tensor, reference.state_dict()[name]), name
+
+
+def test_missing_or_mismatched_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="no such file"):
+        SpecResNet50(weights=str(tmp_path / "absent.pth"))
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet18(weights=None).state_dict(), path)
+    with pytest.raises(WeightsError, match="resnet18.pth: not a ResNet-50 state dict"):
+        SpecResNet50(weights=str(path))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="garbage.pth"):
+        SpecResNet50(weights=str(garbage))
+
+
+def test_imagenet_weights_offline_suggest_alternatives(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
+    with pytest.raises(WeightsError, match="--weights PATH.*--weights none"):
+        SpecResNet50(weights="imagenet")
