@@ -1,0 +1,74 @@
+"""Torch datasets over ESC-50 clips: raw waveforms (AudioNet) and log-mel images (ResNet-50)."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from edge.audio import AudioFileError, load_audio
+from edge.frontend import audionet_input
+from train.data.esc50 import DatasetError
+
+
+def _load_waveform(clip, sample_rate: int) -> np.ndarray:
+    try:
+        wave, rate = load_audio(clip.path)
+    except AudioFileError as err:
+        raise DatasetError(str(err)) from None
+    return audionet_input(wave, rate, sample_rate)
+
+
+class WaveformClips(Dataset):
+    """5-s clips resampled to ``sample_rate`` and held in memory; item = ((1, samples) tensor, target).
+
+    ``transform`` (e.g. train.augment.WaveformAugment) is applied to a copy of the tensor on access.
+    """
+
+    def __init__(self, clips, sample_rate: int = 8000, transform=None, jobs: int = 4, progress: bool | None = None):
+        self.clips = list(clips)
+        self.sample_rate = sample_rate
+        self.transform = transform
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            waves = list(tqdm(pool.map(lambda c: _load_waveform(c, sample_rate), self.clips),
+                              total=len(self.clips), desc=f"loading {len(self.clips)} clips @ {sample_rate} Hz",
+                              leave=False, disable=None if progress is None else not progress))
+        n = int(round(5.0 * sample_rate))
+        self.waves = torch.from_numpy(np.stack(waves)) if waves else torch.empty(0, 1, n)
+        self.targets = torch.tensor([c.target for c in self.clips], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        wave = self.waves[index]
+        if self.transform is not None:
+            wave = self.transform(wave.clone())
+        return wave, self.targets[index]
+
+
+class LogMelImages(Dataset):
+    """Precomputed log-mel spectrograms (dB) -> normalised CNN images; item = ((3, 128, 216), target).
+
+    ``log_mels`` is the (N, n_mels, n_frames) array from train.data.cache.load_log_mels (a memmap is
+    fine: rows are read on access); ``transform`` (e.g. SpecAugment) sees the image tensor.
+    """
+
+    def __init__(self, log_mels, targets, frontend, transform=None):
+        if len(log_mels) != len(targets):
+            raise ValueError(f"{len(log_mels)} spectrograms but {len(targets)} targets")
+        self.log_mels = log_mels
+        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+        self.frontend = frontend
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        image = torch.from_numpy(self.frontend.image(np.asarray(self.log_mels[index])))
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[index]

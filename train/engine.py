@@ -1,0 +1,622 @@
+"""The training engine shared by AudioNet and the spectrogram ResNet-50.
+
+A :class:`Trainer` owns one run folder and trains one model through named *stages*::
+
+    trainer = Trainer(model, run_dir, train_set=..., valid_set=..., test_set=...,
+                      checkpoint_info=checkpoint_info("audionet", {"depth": 5}, classes, input_spec),
+                      metadata={"model": "audionet", "split": "book", "seed": 0, ...}, resume=False)
+    trainer.find_lr([{"params": model.parameters()}])        # optional: LR range test + plot
+    trainer.fit("head", [{"params": head, "lr": 1e-2}], epochs=5)           # stage 1
+    trainer.fit("all", [{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}], epochs=20)
+    metrics = trainer.finish()                               # test fold once, with best.pt
+
+``fit`` builds the optimizer (Adam/AdamW) over the given parameter groups, each with its own maximum
+learning rate, and steps a one-cycle, cosine or constant schedule every batch. Freezing is the
+caller's business (set ``requires_grad`` before ``fit``; only pass trainable parameters).
+
+After every epoch ``last.pt`` is written atomically with the model, optimizer, scheduler, scaler,
+RNG states, history and stage. ``Trainer(..., resume=True)`` reloads it: ``fit`` then skips stages
+that are complete and continues the current one from the start of the interrupted epoch. Shuffling,
+augmentation and mixup draw from generators seeded by (seed, epoch), so a resumed run reproduces
+an uninterrupted one. Model selection uses the validation folds only (``best.pt`` keeps the best
+validation accuracy; with no validation folds it keeps the last epoch).
+
+Mixed precision and channels-last are used on CUDA only; everything runs on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from train.data.esc50 import BOOK_SPLIT, Split, cross_validation_splits
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_FORMAT = 1
+
+
+# --------------------------------------------------------------------------- small utilities
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed for everything random in one epoch (shuffling, augmentation, mixup)."""
+    return (seed * 1_000_003 + epoch * 7919 + 1) % 2**63
+
+
+def git_commit() -> str | None:
+    """HEAD of this repository (``-dirty`` when tracked files changed), None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def command_line(module: str) -> str:
+    """The command that started this process, as ``python -m module args...``."""
+    return " ".join(["python", "-m", module] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(data, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def save_figure_atomic(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def checkpoint_info(model_name: str, model_kwargs: dict, classes: list, input_spec: dict) -> dict:
+    """The fixed part of ``best.pt`` (see the contract): how to rebuild and feed the model."""
+    return {"model_name": model_name, "model_kwargs": dict(model_kwargs), "classes": list(classes),
+            "input": dict(input_spec)}
+
+
+def load_best(run_dir, map_location="cpu") -> dict:
+    """Read ``RUN/best.pt`` (or a path to a .pt file) with a clear error when it is missing."""
+    path = Path(run_dir)
+    path = path / "best.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint here (train a model first)")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+@dataclass
+class LRFinding:
+    """Result of the LR range test: the swept LRs, smoothed losses, a suggestion and the plot."""
+
+    lrs: list
+    losses: list
+    suggestion: float
+    plot: Path
+
+
+class Trainer:
+    """Trains ``model`` in ``run_dir``; see the module docstring for the workflow."""
+
+    def __init__(self, model: nn.Module, run_dir, *, train_set, valid_set, test_set,
+                 checkpoint_info: dict, metadata: dict, device="auto", batch_size: int = 32,
+                 workers: int = 0, seed: int = 0, mixup: float = 0.0, label_smoothing: float = 0.0,
+                 channels_last: bool = False, resume: bool = False, progress: bool | None = None):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.cuda = self.device.type == "cuda"
+        self.channels_last = channels_last and self.cuda
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_set, self.valid_set, self.test_set = train_set, valid_set, test_set
+        self.info = checkpoint_info
+        self.metadata = dict(metadata)
+        self.batch_size, self.workers, self.seed = batch_size, workers, seed
+        self.mixup, self.label_smoothing = mixup, label_smoothing
+        self.progress = progress
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.history: list = []
+        self.completed_stages: list = []
+        self.best = {"valid_accuracy": None, "epoch": None}
+        self.elapsed_s = 0.0
+        self.resumed: dict | None = None
+        if resume:
+            self._load_last()
+        elif (self.run_dir / "last.pt").exists():
+            raise FileExistsError(f"{self.run_dir} already holds a run (last.pt); resume it or pick another folder")
+
+    # ----------------------------------------------------------------- data
+
+    def _loader(self, dataset, *, train: bool, generator: torch.Generator | None = None):
+        drop_last = train and len(dataset) > self.batch_size
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=train, drop_last=drop_last,
+            generator=generator, num_workers=self.workers, pin_memory=self.cuda)
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor):
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16, enabled=self.cuda)
+
+    def _bar(self, loader, desc: str):
+        return tqdm(loader, desc=desc, leave=False, disable=None if self.progress is None else not self.progress,
+                    dynamic_ncols=True)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def _state(self, stage: str, stage_epoch: int, stage_epochs: int, optimizer, scheduler) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "seed": self.seed,
+            "stage": stage, "stage_epoch": stage_epoch, "stage_epochs": stage_epochs,
+            "completed_stages": list(self.completed_stages),
+            "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.cuda else None},
+            "history": self.history, "best": self.best, "elapsed_s": self.elapsed_s,
+        }
+
+    def _load_last(self) -> None:
+        path = self.run_dir / "last.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: nothing to resume (no last.pt in this run folder)")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: unknown checkpoint format {state.get('format')!r}")
+        if state["seed"] != self.seed:
+            raise ValueError(f"{path}: was trained with seed {state['seed']}, not {self.seed}")
+        self.model.load_state_dict(state["model"])
+        self.scaler.load_state_dict(state["scaler"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.cuda and state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.history, self.best = state["history"], state["best"]
+        self.completed_stages, self.elapsed_s = state["completed_stages"], state["elapsed_s"]
+        self.resumed = state
+        print(f"resuming {self.run_dir}: stage {state['stage']!r} after epoch "
+              f"{state['stage_epoch']}/{state['stage_epochs']}, completed stages {self.completed_stages}")
+
+    def _save_best(self, epoch: int, valid_accuracy) -> None:
+        state_dict = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        save_atomic({**self.info, "state_dict": state_dict, "epoch": epoch,
+                     "valid_accuracy": valid_accuracy}, self.run_dir / "best.pt")
+
+    # ----------------------------------------------------------------- optimisation
+
+    def _optimizer(self, param_groups, name: str, weight_decay: float):
+        groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in param_groups]
+        if not any(g["params"] for g in groups):
+            raise ValueError("no trainable parameters in the given parameter groups")
+        for g in groups:
+            if "lr" not in g:
+                raise ValueError("every parameter group needs its maximum learning rate 'lr'")
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+        return cls(groups, weight_decay=weight_decay)
+
+    @staticmethod
+    def _scheduler(optimizer, schedule: str, total_steps: int, pct_start: float):
+        max_lrs = [g["lr"] for g in optimizer.param_groups]
+        if schedule == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total_steps,
+                                                       pct_start=pct_start)
+        if schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        if schedule == "constant":
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        raise ValueError(f"unknown schedule {schedule!r} (onecycle, cosine or constant)")
+
+    def _loss(self, logits, y, y_mix=None, lam: float = 1.0):
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        if y_mix is None:
+            return loss
+        return lam * loss + (1 - lam) * F.cross_entropy(logits, y_mix, label_smoothing=self.label_smoothing)
+
+    def _train_epoch(self, optimizer, scheduler, generator: torch.Generator, desc: str) -> dict:
+        self.model.train()
+        total_loss = correct = count = 0.0
+        bar = self._bar(self._loader(self.train_set, train=True, generator=generator), desc)
+        for x, y in bar:
+            x, y = self._to_device(x, y)
+            y_mix, lam = None, 1.0
+            if self.mixup > 0:
+                lam = float(torch.distributions.Beta(self.mixup, self.mixup).sample())
+                perm = torch.randperm(x.shape[0]).to(self.device)
+                x, y_mix = lam * x + (1 - lam) * x[perm], y[perm]
+            with self._autocast():
+                logits = self.model(x)
+                loss = self._loss(logits, y, y_mix, lam)
+            optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            scheduler.step()
+            pred = logits.argmax(1)
+            hits = (pred == y).float().sum() if y_mix is None else \
+                lam * (pred == y).float().sum() + (1 - lam) * (pred == y_mix).float().sum()
+            total_loss += loss.item() * len(y)
+            correct += hits.item()
+            count += len(y)
+            bar.set_postfix(loss=f"{total_loss / count:.3f}", acc=f"{correct / count:.3f}")
+        return {"train_loss": total_loss / count, "train_accuracy": correct / count}
+
+    @torch.no_grad()
+    def evaluate(self, dataset, desc: str = "eval") -> dict:
+        """Loss, accuracy, predictions and targets of the current model on ``dataset``."""
+        self.model.eval()
+        losses, preds, targets = [], [], []
+        for x, y in self._bar(self._loader(dataset, train=False), desc):
+            x, y = self._to_device(x, y)
+            with self._autocast():
+                logits = self.model(x)
+            losses.append(F.cross_entropy(logits.float(), y, reduction="sum").item())
+            preds.append(logits.argmax(1).cpu())
+            targets.append(y.cpu())
+        preds, targets = torch.cat(preds).numpy(), torch.cat(targets).numpy()
+        return {"loss": sum(losses) / len(targets), "accuracy": float((preds == targets).mean()),
+                "predictions": preds, "targets": targets}
+
+    def fit(self, stage: str, param_groups, epochs: int, *, optimizer: str = "adamw",
+            weight_decay: float = 1e-2, schedule: str = "onecycle", pct_start: float = 0.3) -> list:
+        """Train one stage for ``epochs`` epochs; ``param_groups`` = [{"params": ..., "lr": max_lr}, ...].
+
+        Returns the history (all stages so far). Completed stages are skipped on resume.
+        """
+        if stage in self.completed_stages:
+            print(f"stage {stage!r} already complete, skipping")
+            return self.history
+        param_groups = [dict(g, params=list(g["params"])) for g in param_groups]
+        opt = self._optimizer(param_groups, optimizer, weight_decay)
+        steps_per_epoch = len(self._loader(self.train_set, train=True))
+        sched = self._scheduler(opt, schedule, max(1, epochs * steps_per_epoch), pct_start)
+        start = 0
+        if self.resumed is not None and self.resumed["stage"] == stage:
+            if self.resumed["stage_epochs"] != epochs:
+                raise ValueError(f"stage {stage!r} was started with {self.resumed['stage_epochs']} epochs, "
+                                 f"not {epochs}: resume with the same settings")
+            opt.load_state_dict(self.resumed["optimizer"])
+            sched.load_state_dict(self.resumed["scheduler"])
+            start = self.resumed["stage_epoch"]
+        elif self.resumed is not None and self.resumed["stage"] not in self.completed_stages:
+            raise ValueError(f"the checkpoint is in stage {self.resumed['stage']!r}, not {stage!r}")
+        self.resumed = None
+        generator = torch.Generator()
+        for stage_epoch in range(start, epochs):
+            epoch = len(self.history) + 1
+            t0 = time.perf_counter()
+            seed = epoch_seed(self.seed, epoch)
+            generator.manual_seed(seed)
+            torch.manual_seed(seed)
+            row = {"epoch": epoch, "stage": stage, "lr": [g["lr"] for g in opt.param_groups]}
+            row.update(self._train_epoch(opt, sched, generator, f"{stage} {stage_epoch + 1}/{epochs}"))
+            if self.valid_set is not None and len(self.valid_set):
+                valid = self.evaluate(self.valid_set, "valid")
+                row.update(valid_loss=valid["loss"], valid_accuracy=valid["accuracy"])
+                if self.best["valid_accuracy"] is None or valid["accuracy"] > self.best["valid_accuracy"]:
+                    self.best = {"valid_accuracy": valid["accuracy"], "epoch": epoch}
+                    self._save_best(epoch, valid["accuracy"])
+            else:
+                self.best = {"valid_accuracy": None, "epoch": epoch}
+                self._save_best(epoch, None)
+            row["seconds"] = time.perf_counter() - t0
+            self.elapsed_s += row["seconds"]
+            self.history.append(row)
+            if stage_epoch + 1 == epochs:
+                self.completed_stages.append(stage)
+            save_atomic(self._state(stage, stage_epoch + 1, epochs, opt, sched), self.run_dir / "last.pt")
+            print(format_epoch(row), flush=True)
+        return self.history
+
+    # ----------------------------------------------------------------- LR range test
+
+    def find_lr(self, param_groups=None, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
+                beta: float = 0.98, diverge: float = 4.0, optimizer: str = "adam") -> LRFinding:
+        """The book's ``find_lr``: raise the LR exponentially each batch, smooth the loss, stop when it
+        diverges, restore the weights. Saves ``lr_find.png`` and suggests the LR of steepest descent."""
+        groups = param_groups or [{"params": self.model.parameters()}]
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        opt = self._optimizer([dict(g, lr=start_lr) for g in groups], optimizer, 0.0)
+        factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, 0))
+        lrs, losses, avg, best = [], [], 0.0, math.inf
+        self.model.train()
+        lr = start_lr
+        with self._bar(range(steps), "find_lr") as bar:
+            while len(lrs) < steps:
+                for x, y in self._loader(self.train_set, train=True, generator=generator):
+                    x, y = self._to_device(x, y)
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                    with self._autocast():
+                        loss = self._loss(self.model(x), y)
+                    opt.zero_grad(set_to_none=True)
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(opt)
+                    self.scaler.update()
+                    avg = beta * avg + (1 - beta) * loss.item()
+                    smoothed = avg / (1 - beta ** (len(lrs) + 1))
+                    if not math.isfinite(smoothed) or (len(lrs) > 1 and smoothed > diverge * best):
+                        steps = len(lrs)
+                        break
+                    best = min(best, smoothed)
+                    lrs.append(lr)
+                    losses.append(smoothed)
+                    bar.update(1)
+                    lr *= factor
+                    if len(lrs) >= steps:
+                        break
+        self.model.load_state_dict(saved)
+        if len(lrs) < 3:
+            raise RuntimeError("the LR range test diverged at once; lower start_lr")
+        suggestion = suggest_lr(lrs, losses)
+        plot = self.run_dir / "lr_find.png"
+        plot_lr_find(lrs, losses, suggestion, plot)
+        return LRFinding(lrs, losses, suggestion, plot)
+
+    # ----------------------------------------------------------------- final evaluation
+
+    def finish(self) -> dict:
+        """Evaluate the test fold once with ``best.pt`` and write metrics.json, curves.png, confusion.png."""
+        best = load_best(self.run_dir, map_location=self.device)
+        self.model.load_state_dict(best["state_dict"])
+        test = self.evaluate(self.test_set, "test")
+        classes = self.info["classes"]
+        confusion = confusion_matrix(test["targets"], test["predictions"], len(classes))
+        support = confusion.sum(1)
+        per_class = {name: (float(confusion[i, i] / support[i]) if support[i] else None)
+                     for i, name in enumerate(classes)}
+        metrics = {
+            **self.metadata,
+            "commit": self.metadata.get("commit") or git_commit(),
+            "epochs": self.history,
+            "best_epoch": best["epoch"],
+            "valid_accuracy": best["valid_accuracy"],
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "test_clips": int(len(test["targets"])),
+            "per_class_accuracy": per_class,
+            "wall_time_s": self.elapsed_s,
+            "device": str(self.device),
+            "torch": torch.__version__,
+        }
+        write_json_atomic(metrics, self.run_dir / "metrics.json")
+        plot_curves(self.history, self.run_dir / "curves.png", title=self.run_dir.name)
+        plot_confusion(confusion, classes, self.run_dir / "confusion.png",
+                       title=f"{self.run_dir.name}: test accuracy {test['accuracy']:.3f}")
+        return metrics
+
+
+def format_epoch(row: dict) -> str:
+    text = (f"epoch {row['epoch']:3d} [{row['stage']}] train loss {row['train_loss']:.4f} "
+            f"acc {row['train_accuracy']:.4f}")
+    if "valid_accuracy" in row:
+        text += f" | valid loss {row['valid_loss']:.4f} acc {row['valid_accuracy']:.4f}"
+    return text + f" | {row['seconds']:.1f}s"
+
+
+def suggest_lr(lrs: list, losses: list) -> float:
+    """LR where the smoothed loss falls fastest (in log-LR), looking only before the loss minimum."""
+    lowest = int(np.argmin(losses))
+    if lowest < 2:
+        return float(lrs[lowest]) / 10
+    slopes = np.gradient(np.asarray(losses[:lowest + 1]), np.log10(lrs[:lowest + 1]))
+    return float(lrs[int(np.argmin(slopes))])
+
+
+def confusion_matrix(targets, predictions, n_classes: int) -> np.ndarray:
+    """(true, predicted) counts."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(targets), np.asarray(predictions)), 1)
+    return matrix
+
+
+# --------------------------------------------------------------------------- plots (matplotlib Agg)
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_lr_find(lrs, losses, suggestion: float, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(lrs, losses)
+    ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.1e}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="LR range test")
+    ax.legend()
+    save_figure_atomic(fig, path)
+
+
+def plot_curves(history: list, path: Path, title: str = "") -> None:
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [r["epoch"] for r in history]
+    for key, label in (("train", "train"), ("valid", "valid")):
+        if any(f"{key}_loss" in r for r in history):
+            ax_loss.plot(epochs, [r.get(f"{key}_loss") for r in history], label=label)
+            ax_acc.plot(epochs, [r.get(f"{key}_accuracy") for r in history], label=label)
+    for i in range(1, len(history)):
+        if history[i]["stage"] != history[i - 1]["stage"]:
+            for ax in (ax_loss, ax_acc):
+                ax.axvline(history[i]["epoch"] - 0.5, color="grey", linestyle=":")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    save_figure_atomic(fig, path)
+
+
+def plot_confusion(matrix: np.ndarray, classes: list, path: Path, title: str = "") -> None:
+    plt = _pyplot()
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(0.22 * n + 3, 0.22 * n + 2.5))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=90, fontsize=6)
+    ax.set_yticks(range(n), classes, fontsize=6)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    save_figure_atomic(fig, path)
+
+
+# --------------------------------------------------------------------------- command line
+
+def add_common_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
+                    weight_decay: float = 1e-2, mixup: float = 0.0) -> argparse.ArgumentParser:
+    """Flags both training CLIs share; the defaults given here are the model's reported settings."""
+    parser.add_argument("--data", default=os.environ.get("ESC50_DIR", "data/ESC-50"),
+                        help="ESC-50 folder (meta/esc50.csv + audio/); default $ESC50_DIR or data/ESC-50")
+    parser.add_argument("--split", default="book",
+                        help="book (train 1-3, select on 4, test 5), cv (all five folds, fixed epochs) "
+                             "or cvK (test on fold K only)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr, help="maximum learning rate of the schedule")
+    parser.add_argument("--weight-decay", type=float, default=weight_decay)
+    parser.add_argument("--optimizer", choices=["adam", "adamw"], default="adamw")
+    parser.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
+    parser.add_argument("--mixup", type=float, default=mixup, metavar="ALPHA",
+                        help="mixup Beta(alpha, alpha); 0 disables")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--find-lr", action="store_true",
+                        help="run the LR range test, save lr_find.png in the run folder, print a suggestion, exit")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run (its saved settings are used)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", help="comma-separated seeds, one run each (overrides --seed), e.g. 0,1,2")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--out", default="runs", help="folder for run folders")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
+    return parser
+
+
+def parse_splits(name: str) -> list:
+    """``book`` -> [BOOK_SPLIT]; ``cv`` -> the five CV splits; ``cv3`` -> the split testing fold 3."""
+    cv = cross_validation_splits()
+    if name == "book":
+        return [BOOK_SPLIT]
+    if name == "cv":
+        return cv
+    for split in cv:
+        if split.name == name:
+            return [split]
+    raise ValueError(f"--split must be book, cv or cv1..cv5, not {name!r}")
+
+
+def parse_seeds(args) -> list:
+    if not args.seeds:
+        return [args.seed]
+    try:
+        return [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, not {args.seeds!r}") from None
+
+
+@dataclass
+class PlannedRun:
+    split: Split
+    seed: int
+    run_dir: Path
+    resume: bool
+
+
+def plan_runs(args, model_name: str) -> list:
+    """One :class:`PlannedRun` per (split, seed); with ``--resume RUN`` the run's saved settings are
+    loaded into ``args`` and the plan is that run alone. Saves ``config.json`` in new run folders."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path}: not a run folder (no config.json)")
+        saved = json.loads(config_path.read_text())
+        keep = {"resume": args.resume, "device": args.device, "workers": args.workers,
+                "no_progress": args.no_progress}
+        vars(args).update({**saved, **keep})
+        return [PlannedRun(parse_splits(saved["split"])[0], saved["seed"], run_dir, True)]
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    plan = []
+    for seed in parse_seeds(args):
+        for split in parse_splits(args.split):
+            run_dir = Path(args.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}"
+            config = {**vars(args), "split": split.name, "seed": seed, "seeds": None, "resume": None}
+            run_dir.mkdir(parents=True, exist_ok=False)
+            write_json_atomic(config, run_dir / "config.json")
+            plan.append(PlannedRun(split, seed, run_dir, False))
+    return plan
+
+
+def summarize(results: list, path: Path) -> dict:
+    """Mean and standard deviation of test accuracy over several runs, written to ``path``."""
+    accs = np.array([r["test_accuracy"] for r in results])
+    summary = {"runs": [{"split": r["split"], "seed": r["seed"], "test_accuracy": r["test_accuracy"]}
+                        for r in results],
+               "mean_test_accuracy": float(accs.mean()),
+               "std_test_accuracy": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0}
+    write_json_atomic(summary, path)
+    return summary
