@@ -1,0 +1,106 @@
+"""Windowed inference with an exported ONNX model (onnxruntime on CPU; no torch, no librosa).
+
+The model file says what it needs in its metadata (edge/metadata.py): the class names, whether it
+takes a raw waveform or a log-mel image, and the front-end parameters. :class:`Classifier` builds
+that input from a waveform at any sample rate and returns class probabilities.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge.frontend import FrontEnd, audionet_input
+from edge.metadata import INPUT_NAME, LOG_MEL_IMAGE, OUTPUT_NAME, ModelMetadataError, decode
+
+
+class ModelFileError(ValueError):
+    """An ONNX file that is missing, unreadable or not a model this edge can run; names the file."""
+
+
+def open_session(path, threads: int = 1):
+    """An onnxruntime CPU session for ``path``; ModelFileError instead of onnxruntime's exceptions."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only; onnxruntime warnings are not ours to show
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # InvalidProtobuf, Fail, InvalidGraph, ... have no common public base
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelFileError(f"{path}: not a loadable ONNX model ({reason})") from None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable for large logits)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def top_k(probabilities: np.ndarray, classes, k: int = 3) -> list:
+    """The ``k`` most probable (label, probability) pairs, most probable first."""
+    order = np.argsort(probabilities)[::-1][:k]
+    return [(classes[i], float(probabilities[i])) for i in order]
+
+
+class Classifier:
+    """One exported model: ``predict(waveform, rate)`` gives probabilities for its first window."""
+
+    def __init__(self, path, threads: int = 1):
+        self.path = Path(path)
+        self.session = open_session(self.path, threads)
+        source = str(self.path)
+        self.meta = decode(self.session.get_modelmeta().custom_metadata_map, source=source)
+        self.classes = list(self.meta["classes"])
+        self.input_kind = self.meta["input_kind"]
+        self.sample_rate = int(self.meta["sample_rate"])
+        self.clip_seconds = float(self.meta["clip_seconds"])
+        self.frontend = self._frontend(source) if self.input_kind == LOG_MEL_IMAGE else None
+        self._check_signature(source)
+
+    def _frontend(self, source: str) -> FrontEnd:
+        params = self.meta["frontend"]
+        try:
+            return FrontEnd.from_json(params if isinstance(params, str) else json.dumps(params))
+        except (TypeError, ValueError) as err:
+            raise ModelMetadataError(f"{source}: bad front-end parameters in metadata ({err})") from None
+
+    def _check_signature(self, source: str):
+        """The graph must take INPUT_NAME shaped as the metadata says and give one logit per class."""
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise ModelMetadataError(f"{source}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
+                                     f"found inputs {sorted(inputs)} and outputs {sorted(outputs)}")
+        expected = self.features(np.zeros(1, np.float32), self.sample_rate).shape
+        declared = inputs[INPUT_NAME]
+        fixed = [(d, e) for d, e in zip(declared[1:], expected[1:]) if isinstance(d, int)]
+        if len(declared) != len(expected) or any(d != e for d, e in fixed):
+            raise ModelMetadataError(f"{source}: input shape {declared} does not match the metadata "
+                                     f"({self.input_kind}, expected {list(expected)})")
+        n_out = outputs[OUTPUT_NAME][-1]
+        if isinstance(n_out, int) and n_out != len(self.classes):
+            raise ModelMetadataError(f"{source}: {n_out} outputs but {len(self.classes)} class names")
+
+    def features(self, waveform: np.ndarray, rate: int) -> np.ndarray:
+        """The model input (batch of one) for the first window of ``waveform``."""
+        if self.frontend is not None:
+            x = self.frontend(waveform, rate)
+        else:
+            x = audionet_input(waveform, rate, self.sample_rate, self.clip_seconds)
+        return x[None].astype(np.float32, copy=False)
+
+    def predict(self, waveform: np.ndarray, rate: int) -> np.ndarray:
+        """Class probabilities (softmax of the logits) for one window, shape (n_classes,)."""
+        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: self.features(waveform, rate)})[0]
+        return softmax(logits[0])
+
+    def top_k(self, probabilities: np.ndarray, k: int = 3) -> list:
+        return top_k(probabilities, self.classes, k)

@@ -1,0 +1,286 @@
+"""Listen to a microphone (or a recording) and say what it hears.
+
+    python -m edge.listen --model resnet50.onnx             # default input device
+    python -m edge.listen --model resnet50.onnx --file dog.wav --json
+    python -m edge.listen --list-devices
+
+Every ``--hop`` seconds the latest window (the model's clip length, 5 s) is classified. The audio
+callback only copies blocks into a queue; the main thread downmixes them into a ring buffer and runs
+the model, so slow inference shows up as skipped windows, never as dropped audio. ``--file`` streams
+a recording through the same ring buffer, so it sees exactly the windows the microphone would.
+Runs with numpy, onnxruntime, soundfile, soxr and sounddevice only (the ``edge`` extra).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import queue
+import sys
+import time
+from datetime import datetime
+
+import numpy as np
+
+from edge.audio import AudioFileError, load_audio
+from edge.classifier import Classifier, ModelFileError
+from edge.metadata import ModelMetadataError
+
+FALLBACK_RATES = (48000, 44100, 32000, 16000)
+DEVICE_TIMEOUT_S = 3.0  # no audio for this long: the device is gone
+LATENCY_HISTORY = 10000  # windows kept for the latency statistics (bounded for long runs)
+
+
+class ListenError(RuntimeError):
+    """A problem with the audio input, reported as one line."""
+
+
+class RingBuffer:
+    """The most recent ``size`` samples of a mono stream, and how many were ever written."""
+
+    def __init__(self, size: int):
+        self.data = np.zeros(size, np.float32)
+        self.pos = 0
+        self.count = 0
+
+    def write(self, samples: np.ndarray):
+        size = len(self.data)
+        self.count += len(samples)
+        samples = samples[-size:]
+        first = min(len(samples), size - self.pos)
+        self.data[self.pos:self.pos + first] = samples[:first]
+        self.data[:len(samples) - first] = samples[first:]
+        self.pos = (self.pos + len(samples)) % size
+
+    def latest(self) -> np.ndarray:
+        """The buffered samples in time order (fewer than ``size`` until it has filled)."""
+        if self.count < len(self.data):
+            return self.data[:self.count].copy()
+        return np.concatenate((self.data[self.pos:], self.data[:self.pos]))
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level in dB relative to full scale (floored at -120)."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+    return max(20.0 * np.log10(max(rms, 1e-6)), -120.0)
+
+
+class Listener:
+    """Turns a stream of mono blocks into one report per window: classify, smooth, gate, print."""
+
+    def __init__(self, classifier: Classifier, rate: int, args, source: str | None = None):
+        self.classifier = classifier
+        self.rate = rate
+        self.args = args
+        self.source = source
+        self.window = int(round(classifier.clip_seconds * rate))
+        self.hop = max(1, int(round(args.hop * rate)))
+        self.ring = RingBuffer(self.window)
+        self.next_end = self.window
+        self.history = collections.deque(maxlen=args.smooth)
+        self.latencies_ms = collections.deque(maxlen=LATENCY_HISTORY)
+        self.windows = 0
+        self.skipped = 0
+        self.overflows = 0
+
+    def push(self, block: np.ndarray):
+        """Add mono samples; classify the latest window each time a hop boundary is crossed."""
+        self.ring.write(np.asarray(block, np.float32))
+        if self.ring.count >= self.next_end:
+            behind = (self.ring.count - self.next_end) // self.hop
+            self.skipped += behind
+            self.next_end += (behind + 1) * self.hop
+            self.report(self.ring.latest())
+
+    def finish(self):
+        """A stream shorter than one window still gets one (zero-padded) report."""
+        if self.windows == 0 and self.ring.count > 0:
+            self.report(self.ring.latest())
+
+    def report(self, window: np.ndarray):
+        level = level_dbfs(window)
+        latency = None
+        if level < self.args.silence_db:
+            self.history.clear()
+            status, top = "silence", []
+        else:
+            start = time.perf_counter()
+            self.history.append(self.classifier.predict(window, self.rate))
+            latency = (time.perf_counter() - start) * 1000
+            self.latencies_ms.append(latency)
+            top = self.classifier.top_k(np.mean(self.history, axis=0), self.args.top_k)
+            status = "ok" if top[0][1] >= self.args.threshold else "uncertain"
+        self.windows += 1
+        end_s = self.ring.count / self.rate
+        self.emit({"time": datetime.now().isoformat(timespec="milliseconds"), **({"file": self.source} if self.source else {}),
+                   "start_s": round(max(0.0, end_s - self.window / self.rate), 3), "end_s": round(end_s, 3),
+                   "status": status, "label": top[0][0] if status == "ok" else None,
+                   "top": [{"label": label, "probability": round(p, 4)} for label, p in top],
+                   "level_dbfs": round(level, 1), "latency_ms": None if latency is None else round(latency, 2),
+                   "overflows": self.overflows, "skipped": self.skipped})
+
+    def emit(self, result: dict):
+        if self.args.json:
+            line = json.dumps(result)
+        else:
+            when = f"{result['end_s']:7.1f}s" if self.source else result["time"][11:19]
+            ranked = " | ".join(f"{t['label']} {t['probability']:.2f}" for t in result["top"])
+            if result["status"] == "silence":
+                line = f"{when}  silence ({result['level_dbfs']:.0f} dBFS)"
+            elif result["status"] == "uncertain":
+                line = f"{when}  uncertain ({ranked})"
+            else:
+                line = f"{when}  {ranked}"
+            if self.overflows or self.skipped:
+                line += f"  [input overflows {self.overflows}, windows skipped {self.skipped}]"
+        print(line, flush=True)
+
+    def summary(self) -> str:
+        text = f"windows {self.windows}"
+        if self.latencies_ms:
+            ms = np.asarray(self.latencies_ms)
+            text += (f"; latency per window median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms"
+                     f" (last {len(ms)} classified)")
+        return text + f"; input overflows {self.overflows}; windows skipped {self.skipped}"
+
+
+def classify_file(classifier: Classifier, args) -> Listener:
+    """Stream a recording through the listener, split at the window boundaries the microphone would hit."""
+    waveform, rate = load_audio(args.file)
+    listener = Listener(classifier, rate, args, source=str(args.file))
+    ends = range(listener.window, len(waveform) + 1, listener.hop)
+    for block in np.split(waveform, list(ends)):
+        listener.push(block)
+    listener.finish()
+    return listener
+
+
+def import_sounddevice():
+    """sounddevice, imported only for live input (it needs the PortAudio library)."""
+    try:
+        import sounddevice
+    except OSError as err:
+        raise ListenError(f"PortAudio is not available ({err}); install it (Debian: apt install libportaudio2)") from None
+    return sounddevice
+
+
+def input_device(sd, device):
+    """Device info for ``--device`` (index or name fragment), or the default input."""
+    if device is not None and device.isdigit():
+        device = int(device)
+    try:
+        return sd.query_devices(device, kind="input")
+    except (ValueError, sd.PortAudioError) as err:
+        wanted = "the default input device" if device is None else f"input device {device!r}"
+        raise ListenError(f"no usable {wanted} ({err}); see --list-devices") from None
+
+
+def supported_rate(sd, info, channels: int) -> int:
+    """The device's default sample rate, or the first common rate it accepts."""
+    for rate in dict.fromkeys([int(info["default_samplerate"]), *FALLBACK_RATES]):
+        try:
+            sd.check_input_settings(device=info["index"], channels=channels, samplerate=rate, dtype="float32")
+            return rate
+        except (ValueError, sd.PortAudioError):
+            continue
+    raise ListenError(f"input device {info['name']!r} accepts none of the rates {sorted(set(FALLBACK_RATES))}")
+
+
+def list_devices() -> str:
+    sd = import_sounddevice()
+    default_input = sd.default.device[0]
+    lines = []
+    for info in sd.query_devices():
+        if info["max_input_channels"] > 0:
+            mark = "*" if info["index"] == default_input else " "
+            lines.append(f"{mark} {info['index']:2d}  {info['name']}  ({info['max_input_channels']} ch, "
+                         f"default {info['default_samplerate']:.0f} Hz)")
+    return "\n".join(lines) if lines else "no input devices found"
+
+
+def listen_live(classifier: Classifier, args) -> Listener:
+    """Capture from the input device until --seconds of audio, Ctrl-C, or the device goes away."""
+    sd = import_sounddevice()
+    info = input_device(sd, args.device)
+    channels = min(2, info["max_input_channels"])
+    rate = supported_rate(sd, info, channels)
+    listener = Listener(classifier, rate, args)
+    blocks = queue.Queue()
+
+    def callback(indata, frames, time_info, status):
+        if status.input_overflow:
+            listener.overflows += 1
+        blocks.put(indata.copy())
+
+    stop_after = None if args.seconds is None else int(args.seconds * rate)
+    try:
+        with sd.InputStream(device=info["index"], channels=channels, samplerate=rate, dtype="float32",
+                            callback=callback):
+            print(f"listening on {info['name']!r} at {rate} Hz, {channels} ch; first result after "
+                  f"{classifier.clip_seconds:g} s, then every {args.hop:g} s (Ctrl-C stops)", file=sys.stderr)
+            while stop_after is None or listener.ring.count < stop_after:
+                try:
+                    chunk = [blocks.get(timeout=DEVICE_TIMEOUT_S)]
+                except queue.Empty:
+                    raise ListenError(f"input device {info['name']!r} stopped delivering audio "
+                                      f"(disconnected?)") from None
+                while not blocks.empty():
+                    chunk.append(blocks.get_nowait())
+                listener.push(np.concatenate(chunk).mean(axis=1))
+    except KeyboardInterrupt:
+        pass
+    except sd.PortAudioError as err:
+        raise ListenError(f"input device {info['name']!r}: {err}") from None
+    return listener
+
+
+def positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m edge.listen", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="exported ONNX model (python -m export.to_onnx)")
+    p.add_argument("--file", help="classify this recording (WAV/FLAC/OGG, any rate and channels) instead of the microphone")
+    p.add_argument("--device", help="input device index or name fragment (default: the system default input)")
+    p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+    p.add_argument("--hop", type=positive(float), default=1.0, help="seconds between windows")
+    p.add_argument("--top-k", type=positive(int), default=3, help="labels shown per window")
+    p.add_argument("--smooth", type=positive(int), default=1, help="average probabilities over the last N windows")
+    p.add_argument("--threshold", type=float, default=0.3,
+                   help="below this top-1 probability report 'uncertain' instead of a label")
+    p.add_argument("--silence-db", type=float, default=-60.0,
+                   help="windows quieter than this RMS level (dBFS) are reported as silence, not classified")
+    p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--seconds", type=positive(float), help="stop after this many seconds of audio")
+    p.add_argument("--json", action="store_true", help="print one JSON object per window")
+    args = p.parse_args(argv)
+    if not args.list_devices and not args.model:
+        p.error("--model is required (unless --list-devices)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.list_devices:
+            print(list_devices())
+            return 0
+        classifier = Classifier(args.model, threads=args.threads)
+        listener = classify_file(classifier, args) if args.file else listen_live(classifier, args)
+    except (ModelFileError, ModelMetadataError, AudioFileError, ListenError) as err:
+        print(f"edge.listen: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(listener.summary(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The edge classifier and `python -m edge.listen --file`, with tiny hand-built ONNX models."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.classifier import Classifier, ModelFileError, softmax, top_k
+from edge.listen import Listener, RingBuffer, level_dbfs, main, parse_args
+from edge.metadata import ModelMetadataError
+from edge_models import CLASSES, HIGH_HZ, LOW_HZ, image_model, tone, write_clip
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def listen_json(capsys, *argv):
+    """Run the CLI in-process with --json; returns (exit code, parsed windows, stderr)."""
+    code = main([*map(str, argv), "--json"])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+@pytest.mark.parametrize("kind", ["image", "waveform"])
+@pytest.mark.parametrize("freq, label", [(LOW_HZ, "low_tone"), (HIGH_HZ, "high_tone")])
+@pytest.mark.parametrize("suffix, rate, channels, seconds", [
+    (".wav", 44100, 1, 5.0), (".flac", 48000, 2, 7.5), (".ogg", 16000, 1, 6.0), (".wav", 8000, 2, 2.0)])
+def test_file_windows_and_labels(tone_models, tmp_path, capsys, kind, freq, label, suffix, rate, channels, seconds):
+    clip = write_clip(tmp_path / f"clip{suffix}", freq, seconds, rate, channels)
+    code, windows, err = listen_json(capsys, "--model", tone_models[kind], "--file", clip)
+    assert code == 0, err
+    expected_ends = [5.0 + k for k in range(int(seconds - 5.0) + 1)] if seconds >= 5 else [seconds]
+    assert [w["end_s"] for w in windows] == pytest.approx(expected_ends, abs=1e-3)
+    assert {w["label"] for w in windows} == {label}
+    assert all(w["status"] == "ok" and w["file"] == str(clip) for w in windows)
+    assert f"windows {len(windows)}; latency per window median" in err
+
+
+def test_json_fields_and_top_k(tone_models, tmp_path, capsys):
+    clip = write_clip(tmp_path / "low.wav", LOW_HZ)
+    code, [window], _ = listen_json(capsys, "--model", tone_models["image"], "--file", clip, "--top-k", 2)
+    assert code == 0
+    assert [t["label"] for t in window["top"]] == ["low_tone", "hum"]
+    assert window["top"][0]["probability"] >= window["top"][1]["probability"]
+    assert window["start_s"] == 0.0 and window["latency_ms"] > 0
+    assert window["level_dbfs"] == pytest.approx(level_dbfs(tone(LOW_HZ, 5.0, 44100)[:, 0]), abs=0.1)
+
+
+def test_text_output(tone_models, tmp_path, capsys):
+    clip = write_clip(tmp_path / "high.wav", HIGH_HZ, seconds=6.0)
+    assert main(["--model", str(tone_models["image"]), "--file", str(clip)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("high_tone" in line.split("|")[0] for line in lines)
+
+
+def test_threshold_reports_uncertain(tone_models, tmp_path, capsys):
+    clip = write_clip(tmp_path / "low.wav", LOW_HZ)
+    code, [window], _ = listen_json(capsys, "--model", tone_models["waveform"], "--file", clip, "--threshold", 0.999)
+    assert code == 0 and window["status"] == "uncertain" and window["label"] is None
+    assert window["top"][0]["label"] == "low_tone"  # still shown, just not claimed
+    main(["--model", str(tone_models["waveform"]), "--file", str(clip), "--threshold", "0.999"])
+    assert "uncertain (low_tone" in capsys.readouterr().out
+
+
+def test_smoothing_averages_the_last_windows(tone_models, tmp_path, capsys):
+    x = np.concatenate([tone(LOW_HZ, 7.0, 16000), tone(HIGH_HZ, 7.0, 16000)])
+    clip = tmp_path / "low_then_high.wav"
+    sf.write(clip, x, 16000)
+    args = ("--model", tone_models["waveform"], "--file", clip, "--top-k", len(CLASSES))
+    _, raw, _ = listen_json(capsys, *args)
+    _, smoothed, _ = listen_json(capsys, *args, "--smooth", 3)
+
+    def probs(window):
+        return np.array([{t["label"]: t["probability"] for t in window["top"]}[c] for c in CLASSES])
+
+    raw_p = np.array([probs(w) for w in raw])
+    for i, window in enumerate(smoothed):
+        assert probs(window) == pytest.approx(raw_p[max(0, i - 2):i + 1].mean(axis=0), abs=2e-4)
+    assert raw[5]["label"] == "high_tone" != smoothed[5]["label"]  # smoothing lags behind the change
+
+
+def test_silence_gate(tone_models, tmp_path, capsys):
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.concatenate([np.zeros(6 * 22050), tone(LOW_HZ, 6.0, 22050)[:, 0] * 0.01]), 22050)
+    code, windows, _ = listen_json(capsys, "--model", tone_models["image"], "--file", quiet, "--silence-db", -60)
+    assert code == 0
+    statuses = [w["status"] for w in windows]
+    assert statuses[:2] == ["silence", "silence"] and statuses[-1] == "ok"  # the tone is at -53 dBFS
+    assert windows[0]["top"] == [] and windows[0]["latency_ms"] is None and windows[0]["level_dbfs"] == -120.0
+    _, windows, _ = listen_json(capsys, "--model", tone_models["image"], "--file", quiet, "--silence-db", -50)
+    assert {w["status"] for w in windows} == {"silence"}
+
+
+def test_classifier_api(tone_models):
+    for kind, shape in (("image", (1, 3, 128, 216)), ("waveform", (1, 1, 40000))):
+        model = Classifier(tone_models[kind])
+        assert model.classes == CLASSES and model.clip_seconds == 5.0
+        wave = tone(HIGH_HZ, 3.0, 32000)[:, 0]
+        assert model.features(wave, 32000).shape == shape
+        p = model.predict(wave, 32000)
+        assert p.shape == (3,) and p.sum() == pytest.approx(1.0) and model.top_k(p, 1)[0][0] == "high_tone"
+    assert softmax(np.array([[1000.0, 0.0]]))[0] == pytest.approx([1.0, 0.0])
+    assert top_k(np.array([0.2, 0.5, 0.3]), ["a", "b", "c"], 2) == [("b", 0.5), ("c", 0.3)]
+
+
+def test_ring_buffer_keeps_the_latest_samples():
+    ring = RingBuffer(5)
+    ring.write(np.arange(3, dtype=np.float32))
+    assert ring.latest().tolist() == [0, 1, 2]
+    ring.write(np.arange(3, 7, dtype=np.float32))
+    assert ring.latest().tolist() == [2, 3, 4, 5, 6] and ring.count == 7
+    ring.write(np.arange(10, 22, dtype=np.float32))
+    assert ring.latest().tolist() == [17, 18, 19, 20, 21]
+
+
+def test_listener_skips_stale_windows_when_behind(tone_models, capsys):
+    """A live loop that fell behind classifies only the newest window and counts the ones it skipped."""
+    rate = 8000
+    listener = Listener(Classifier(tone_models["waveform"]), rate, parse_args(["--model", "m", "--json"]))
+    listener.push(tone(LOW_HZ, 5.5, rate)[:, 0])
+    listener.push(tone(HIGH_HZ, 3.0, rate)[:, 0])  # three hop boundaries crossed at once
+    first, last = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert (first["end_s"], first["label"]) == (5.5, "low_tone")
+    assert last["end_s"] == 8.5 and last["skipped"] == 2 and listener.windows == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx model" * 50, "truncated"])
+def test_unloadable_model_is_one_line_error(tone_models, tmp_path, capsys, content):
+    bad = tmp_path / "bad.onnx"
+    data = Path(tone_models["image"]).read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if content == "truncated" else content)
+    with pytest.raises(ModelFileError, match="bad.onnx: not a loadable ONNX model"):
+        Classifier(bad)
+    assert main(["--model", str(bad), "--file", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edge.listen: error:") and len(err.strip().splitlines()) == 1 and "bad.onnx" in err
+
+
+def test_model_without_metadata_is_refused(tmp_path, capsys):
+    bare = image_model(tmp_path / "bare.onnx", with_metadata=False)
+    with pytest.raises(ModelMetadataError, match="bare.onnx: not exported by"):
+        Classifier(bare)
+    assert main(["--model", str(bare), "--file", str(bare)]) == 1
+    assert "bare.onnx" in capsys.readouterr().err
+
+
+def test_missing_model_file(tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "nope.onnx"), "--file", "x.wav"]) == 1
+    assert "nope.onnx: no such model file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, content", [("noise.wav", b"RIFF garbage"), ("missing.flac", None)])
+def test_unreadable_audio_is_one_line_error(tone_models, tmp_path, capsys, name, content):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["--model", str(tone_models["image"]), "--file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edge.listen: error:") and name in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_device_is_one_line_error(tone_models, capsys):
+    assert main(["--model", str(tone_models["image"]), "--device", "no-such-device-xyz", "--seconds", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edge.listen: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_bad_arguments_exit_with_usage(capsys):
+    for argv in (["--file", "x.wav"], ["--model", "m.onnx", "--hop", "0"], ["--model", "m.onnx", "--smooth", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(argv)
+        assert exit_info.value.code == 2
+    assert "--model is required" in capsys.readouterr().err
+
+
+def test_edge_runs_without_torch_librosa_or_portaudio(tone_models, tmp_path):
+    """`--file` must work with the `edge` extra only: no torch, no librosa, and sounddevice left unimported."""
+    clip = write_clip(tmp_path / "low.ogg", LOW_HZ, seconds=5.0, rate=22050)
+    code = ("import sys, edge.listen as l; rc = l.main(sys.argv[1:]);"
+            "print(rc, sorted(m for m in ('torch', 'librosa', 'sounddevice', 'onnx') if m in sys.modules))")
+    for model in tone_models.values():
+        run = subprocess.run([sys.executable, "-c", code, "--model", str(model), "--file", str(clip), "--json"],
+                             cwd=REPO, capture_output=True, text=True, check=True)
+        *windows, verdict = run.stdout.strip().splitlines()
+        assert verdict == "0 []" and json.loads(windows[0])["label"] == "low_tone"
