@@ -11,8 +11,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from train.augment import add_augment_args, build_augment
+from train.data.esc50 import DatasetError, class_names, read_clips
+from train.datasets import WaveformClips
+from train.engine import (Trainer, add_common_args, checkpoint_info, command_line, plan_runs, seed_everything,
+                          summarize)
+
 SAMPLE_RATE = 8000
 CLIP_SECONDS = 5.0
+DEFAULT_DEPTH = 5
+DEFAULT_EPOCHS = 30
+DEFAULT_LR = 3e-3
 
 # depth -> (first-layer channels, [(channels, conv layers) per stage]), Table 1 of Dai et al.
 VARIANTS = {
@@ -59,3 +68,80 @@ class AudioNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).mean(dim=-1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.audionet",
+        description="Train AudioNet (raw 8 kHz waveforms) on ESC-50. The defaults reproduce the README numbers.")
+    add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2, mixup=0.0)
+    parser.add_argument("--depth", type=int, choices=sorted(VARIANTS), default=DEFAULT_DEPTH,
+                        help="M5 (the book's network), M11 or M18 of Dai et al.")
+    add_augment_args(parser)
+    return parser
+
+
+def protocol_text(split, epochs: int) -> str:
+    train = ", ".join(map(str, split.train_folds))
+    if split.valid_folds:
+        valid = ", ".join(map(str, split.valid_folds))
+        selection = f"the epoch with the best accuracy on fold {valid} is kept (of {epochs})"
+    else:
+        selection = f"no validation fold: the weights after {epochs} epochs are kept"
+    return (f"train on folds {train}; {selection}; fold {split.test_fold} is evaluated once, "
+            f"with those weights, at the end")
+
+
+def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
+    """Train and test one (split, seed) run; returns its metrics."""
+    run.create()
+    seed_everything(run.seed)
+    split = run.split
+    augment = build_augment(args, SAMPLE_RATE)
+    train_set = clips.select(lambda c: c.fold in split.train_folds, transform=augment)
+    valid_set = clips.select(lambda c: c.fold in split.valid_folds)
+    test_set = clips.select(lambda c: c.fold == split.test_fold)
+    model_kwargs = {"n_classes": len(classes), "depth": args.depth}
+    model = AudioNet(**model_kwargs)
+    input_spec = {"kind": "waveform", "sample_rate": SAMPLE_RATE, "clip_seconds": CLIP_SECONDS, "frontend": None}
+    metadata = {"model": "audionet", "model_kwargs": model_kwargs, "split": split.name, "seed": run.seed,
+                "protocol": protocol_text(split, args.epochs), "command": command_line("train.audionet"),
+                "augment": repr(augment), "settings": {k: v for k, v in vars(args).items() if k != "resume"}}
+    trainer = Trainer(model, run.run_dir, train_set=train_set, valid_set=valid_set, test_set=test_set,
+                      checkpoint_info=checkpoint_info("audionet", model_kwargs, classes, input_spec),
+                      metadata=metadata, device=args.device, batch_size=args.batch_size, workers=args.workers,
+                      seed=run.seed, mixup=args.mixup, label_smoothing=args.label_smoothing,
+                      resume=run.resume, progress=False if args.no_progress else None)
+    groups = [{"params": model.parameters(), "lr": args.lr}]
+    if args.find_lr:
+        found = trainer.find_lr(groups, optimizer=args.optimizer)
+        print(f"suggested learning rate {found.suggestion:.2e} (plot: {found.plot})")
+        return {}
+    trainer.fit("train", groups, args.epochs, optimizer=args.optimizer, weight_decay=args.weight_decay,
+                schedule=args.schedule)
+    metrics = trainer.finish()
+    print(f"{run.run_dir}: test accuracy {metrics['test_accuracy']:.4f} (fold {split.test_fold}), "
+          f"best epoch {metrics['best_epoch']}, {metrics['wall_time_s'] / 60:.1f} min")
+    return metrics
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        plan = plan_runs(args, "audionet")
+        all_clips = read_clips(args.data)
+        clips = WaveformClips(all_clips, SAMPLE_RATE, progress=False if args.no_progress else None)
+        classes = class_names(all_clips)
+        results = [train_run(args, run, clips, classes) for run in plan]
+    except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(results) > 1 and not args.find_lr:
+        summary = summarize(results, Path(args.out) / f"{plan[0].run_dir.name}-summary.json")
+        print(f"test accuracy over {len(results)} runs: {summary['mean_test_accuracy']:.4f} "
+              f"+- {summary['std_test_accuracy']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Torch datasets over ESC-50 clips: raw waveforms (AudioNet) and log-mel images (ResNet-50)."""
 from __future__ import annotations
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,6 +39,15 @@ class WaveformClips(Dataset):
         n = int(round(5.0 * sample_rate))
         self.waves = torch.from_numpy(np.stack(waves)) if waves else torch.empty(0, 1, n)
         self.targets = torch.tensor([c.target for c in self.clips], dtype=torch.long)
+
+    def select(self, keep, transform=None) -> "WaveformClips":
+        """The clips for which ``keep(clip)`` is true, sharing the loaded waveforms (no reload)."""
+        index = torch.tensor([i for i, c in enumerate(self.clips) if keep(c)], dtype=torch.long)
+        subset = copy.copy(self)
+        subset.clips = [self.clips[i] for i in index]
+        subset.waves, subset.targets = self.waves[index], self.targets[index]
+        subset.transform = transform
+        return subset
 
     def __len__(self) -> int:
         return len(self.clips)

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from edge.atomic import staged, write_json
 from train.data.esc50 import BOOK_SPLIT, Split, cross_validation_splits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -93,31 +94,20 @@ def command_line(module: str) -> str:
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    with staged(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(data, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def save_figure_atomic(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    with staged(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def checkpoint_info(model_name: str, model_kwargs: dict, classes: list, input_spec: dict) -> dict:
@@ -439,7 +429,7 @@ class Trainer:
             "device": str(self.device),
             "torch": torch.__version__,
         }
-        write_json_atomic(metrics, self.run_dir / "metrics.json")
+        write_json(metrics, self.run_dir / "metrics.json")
         plot_curves(self.history, self.run_dir / "curves.png", title=self.run_dir.name)
         plot_confusion(confusion, classes, self.run_dir / "confusion.png",
                        title=f"{self.run_dir.name}: test accuracy {test['accuracy']:.3f}")
@@ -580,15 +570,24 @@ def parse_seeds(args) -> list:
 
 @dataclass
 class PlannedRun:
+    """One (split, seed) run; :meth:`create` makes its folder and saves the settings in config.json."""
+
     split: Split
     seed: int
     run_dir: Path
     resume: bool
+    config: dict
+
+    def create(self) -> Path:
+        if not self.resume:
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+            write_json(self.config, self.run_dir / "config.json")
+        return self.run_dir
 
 
 def plan_runs(args, model_name: str) -> list:
-    """One :class:`PlannedRun` per (split, seed); with ``--resume RUN`` the run's saved settings are
-    loaded into ``args`` and the plan is that run alone. Saves ``config.json`` in new run folders."""
+    """One :class:`PlannedRun` per (split, seed), in runs/<model>-<split>-seed<k>-<timestamp>/. With
+    ``--resume RUN`` the run's saved settings are loaded into ``args`` and the plan is that run alone."""
     if args.resume:
         run_dir = Path(args.resume)
         config_path = run_dir / "config.json"
@@ -598,17 +597,11 @@ def plan_runs(args, model_name: str) -> list:
         keep = {"resume": args.resume, "device": args.device, "workers": args.workers,
                 "no_progress": args.no_progress}
         vars(args).update({**saved, **keep})
-        return [PlannedRun(parse_splits(saved["split"])[0], saved["seed"], run_dir, True)]
+        return [PlannedRun(parse_splits(saved["split"])[0], saved["seed"], run_dir, True, saved)]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    plan = []
-    for seed in parse_seeds(args):
-        for split in parse_splits(args.split):
-            run_dir = Path(args.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}"
-            config = {**vars(args), "split": split.name, "seed": seed, "seeds": None, "resume": None}
-            run_dir.mkdir(parents=True, exist_ok=False)
-            write_json_atomic(config, run_dir / "config.json")
-            plan.append(PlannedRun(split, seed, run_dir, False))
-    return plan
+    return [PlannedRun(split, seed, Path(args.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}", False,
+                       {**vars(args), "split": split.name, "seed": seed, "seeds": None, "resume": None})
+            for seed in parse_seeds(args) for split in parse_splits(args.split)]
 
 
 def summarize(results: list, path: Path) -> dict:
@@ -618,5 +611,5 @@ def summarize(results: list, path: Path) -> dict:
                         for r in results],
                "mean_test_accuracy": float(accs.mean()),
                "std_test_accuracy": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0}
-    write_json_atomic(summary, path)
+    write_json(summary, path)
     return summary

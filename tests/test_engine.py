@@ -1,0 +1,186 @@
+"""The shared training engine: stages, resume after kill -9, LR finder, outputs, CLI helpers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from train.audionet import AudioNet
+from train.engine import Trainer, checkpoint_info, confusion_matrix, parse_splits, suggest_lr
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = 4096  # AudioNet is fully convolutional: short clips keep these tests fast
+
+
+def toy_set(n: int, seed: int) -> TensorDataset:
+    """Noisy clips whose class (of 4) sets the frequency of a sine."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    t = torch.arange(SAMPLES) / 8000
+    x = torch.sin(2 * torch.pi * (200 + 400 * y[:, None]) * t) + 0.3 * torch.randn(n, SAMPLES, generator=g)
+    return TensorDataset(x[:, None].float(), y)
+
+
+def make_trainer(run_dir, **kwargs) -> Trainer:
+    torch.manual_seed(0)
+    model = AudioNet(n_classes=4, depth=5)
+    info = checkpoint_info("audionet", {"n_classes": 4, "depth": 5}, list("abcd"),
+                           {"kind": "waveform", "sample_rate": 8000, "clip_seconds": 0.512, "frontend": None})
+    return Trainer(model, run_dir, train_set=toy_set(16, 1), valid_set=toy_set(8, 2), test_set=toy_set(8, 3),
+                   checkpoint_info=info, metadata={"model": "audionet", "split": "toy", "seed": 0},
+                   device="cpu", batch_size=8, seed=0, progress=False, **kwargs)
+
+
+def test_two_stages_write_the_run_outputs(tmp_path):
+    trainer = make_trainer(tmp_path)
+    model = trainer.model
+    head = list(model.classifier.parameters())
+    for p in model.features.parameters():
+        p.requires_grad = False
+    trainer.fit("head", [{"params": head, "lr": 1e-2}], epochs=1)
+    for p in model.features.parameters():
+        p.requires_grad = True
+    trainer.fit("all", [{"params": model.features.parameters(), "lr": 1e-3}, {"params": head, "lr": 1e-2}],
+                epochs=1, optimizer="adam", schedule="cosine")
+    metrics = trainer.finish()
+
+    assert {p.name for p in tmp_path.iterdir()} >= {"best.pt", "last.pt", "metrics.json", "curves.png",
+                                                    "confusion.png"}
+    assert [r["stage"] for r in metrics["epochs"]] == ["head", "all"]
+    assert len(metrics["epochs"][1]["lr"]) == 2
+    assert json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    assert set(metrics["per_class_accuracy"]) == set("abcd")
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == metrics["best_epoch"] and best["valid_accuracy"] == metrics["valid_accuracy"]
+    assert set(best) >= {"model_name", "model_kwargs", "state_dict", "classes", "input", "epoch", "valid_accuracy"}
+
+
+def test_without_validation_folds_the_last_epoch_is_kept(tmp_path):
+    trainer = make_trainer(tmp_path, mixup=0.4)
+    trainer.valid_set = None
+    trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 1e-3}], epochs=2)
+    metrics = trainer.finish()
+    assert metrics["best_epoch"] == 2 and metrics["valid_accuracy"] is None
+    assert "valid_accuracy" not in metrics["epochs"][0]
+
+
+def test_a_new_run_refuses_a_used_folder_and_resume_needs_last_pt(tmp_path):
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        make_trainer(tmp_path / "empty", resume=True)
+    trainer = make_trainer(tmp_path / "used")
+    trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 1e-3}], epochs=1)
+    with pytest.raises(FileExistsError, match="last.pt"):
+        make_trainer(tmp_path / "used")
+
+
+def test_lr_finder_suggests_a_rate_writes_a_plot_and_restores_weights(tmp_path):
+    trainer = make_trainer(tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    found = trainer.find_lr(start_lr=1e-6, end_lr=1.0, steps=12)
+    assert found.plot.is_file() and found.plot.stat().st_size > 0
+    assert 1e-7 <= found.suggestion <= 1.0
+    assert len(found.lrs) == len(found.losses) and found.lrs == sorted(found.lrs)
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_suggest_lr_picks_the_steepest_descent():
+    lrs = [10.0 ** e for e in range(-6, 1)]
+    losses = [4.0, 4.0, 3.9, 3.0, 1.5, 1.4, 9.0]
+    assert suggest_lr(lrs, losses) == pytest.approx(1e-3)
+
+
+def test_confusion_matrix_counts_true_by_predicted():
+    matrix = confusion_matrix([0, 0, 1, 2], [0, 1, 1, 2], 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_parse_splits():
+    assert [s.name for s in parse_splits("cv")] == ["cv1", "cv2", "cv3", "cv4", "cv5"]
+    assert parse_splits("cv3")[0].valid_folds == ()
+    with pytest.raises(ValueError, match="--split"):
+        parse_splits("fold9")
+
+
+RESUME_SCRIPT = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+    import torch
+    sys.path[:0] = [{repo!r}, {tests!r}]
+    from test_engine import make_trainer
+
+    torch.set_num_threads(1)
+    run_dir, stall_at, marker = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    trainer = make_trainer(run_dir, mixup=0.4, resume=(run_dir / "last.pt").exists())
+    data, calls = trainer.train_set, [0]
+
+    def stall_mid_epoch(item):
+        calls[0] += 1
+        if calls[0] == stall_at:  # the parent kills us here, in the middle of an epoch
+            marker.write_text("stalled")
+            time.sleep(600)
+        return item
+    class Stalling(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(data)
+        def __getitem__(self, i):
+            return stall_mid_epoch(data[i])
+    trainer.train_set = Stalling()
+    model = trainer.model
+    trainer.fit("warmup", [{{"params": model.parameters(), "lr": 1e-3}}], epochs=1)
+    trainer.fit("main", [{{"params": model.features.parameters(), "lr": 1e-3}},
+                         {{"params": model.classifier.parameters(), "lr": 3e-3}}], epochs=2)
+    trainer.finish()
+''')
+
+
+def run_training(tmp_path, run_dir, stall_at=0):
+    script = tmp_path / "resume_run.py"
+    script.write_text(RESUME_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests")))
+    marker = tmp_path / f"stalled-{run_dir.name}"
+    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), str(stall_at), str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if stall_at:
+        while not marker.exists():
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    output = proc.communicate(timeout=300)[0]
+    return proc.returncode, output
+
+
+def test_resume_after_kill_9_mid_epoch_matches_an_uninterrupted_run(tmp_path):
+    code, output = run_training(tmp_path, tmp_path / "straight")
+    assert code == 0, output
+
+    interrupted = tmp_path / "interrupted"
+    items_per_epoch = 16
+    code, _ = run_training(tmp_path, interrupted, stall_at=2 * items_per_epoch + 10)  # inside epoch 3
+    assert code == -signal.SIGKILL
+    saved = torch.load(interrupted / "last.pt", weights_only=False)
+    assert (saved["stage"], saved["stage_epoch"], len(saved["history"])) == ("main", 1, 2)
+    assert not (interrupted / "metrics.json").exists()
+
+    code, output = run_training(tmp_path, interrupted)
+    assert code == 0, output
+    assert "stage 'warmup' already complete" in output
+
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    resumed = json.loads((interrupted / "metrics.json").read_text())
+    for a, b in zip(straight["epochs"], resumed["epochs"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["valid_accuracy"] == b["valid_accuracy"]
+    assert straight["test_accuracy"] == resumed["test_accuracy"]
+    weights_a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    weights_b = torch.load(interrupted / "last.pt", weights_only=False)["model"]
+    for name in weights_a:
+        assert torch.allclose(weights_a[name].float(), weights_b[name].float(), atol=1e-5), name

@@ -1,0 +1,121 @@
+"""Waveform augmentations for training (tensors of shape (1, samples); torch RNG only, so the engine's
+per-epoch seeding makes them reproducible). Each is switchable from the CLI (:func:`add_augment_args`)."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+
+def _uniform(low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand(()))
+
+
+class RandomGain:
+    """Scale by a gain drawn uniformly in [-max_db, +max_db] dB."""
+
+    def __init__(self, max_db: float = 6.0):
+        self.max_db = max_db
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        return wave * 10 ** (_uniform(-self.max_db, self.max_db) / 20)
+
+
+class TimeShift:
+    """Circularly shift (roll) by up to ``max_fraction`` of the clip, either way."""
+
+    def __init__(self, max_fraction: float = 0.5):
+        self.max_fraction = max_fraction
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        limit = int(self.max_fraction * wave.shape[-1])
+        return torch.roll(wave, int(torch.randint(-limit, limit + 1, ())), dims=-1) if limit else wave
+
+
+class SpeedChange:
+    """Play faster or slower by a factor in [1 - max_change, 1 + max_change] (linear interpolation,
+    so pitch moves with tempo); the result is cropped or zero-padded back to the input length."""
+
+    def __init__(self, max_change: float = 0.1):
+        self.max_change = max_change
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        n = wave.shape[-1]
+        factor = _uniform(1 - self.max_change, 1 + self.max_change)
+        stretched = F.interpolate(wave[None], size=max(1, round(n / factor)), mode="linear", align_corners=False)[0]
+        return F.pad(stretched, (0, max(0, n - stretched.shape[-1])))[..., :n]
+
+
+class PitchShift:
+    """Shift pitch by a whole number of semitones in [-max_semitones, max_semitones], keeping tempo
+    (torchaudio's phase vocoder: slow, so it is off by default; SpeedChange is the cheap alternative)."""
+
+    def __init__(self, sample_rate: int, max_semitones: int = 2):
+        self.sample_rate, self.max_semitones = sample_rate, max_semitones
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        import torchaudio.functional as AF
+
+        steps = int(torch.randint(-self.max_semitones, self.max_semitones + 1, ()))
+        if steps == 0:
+            return wave
+        return AF.pitch_shift(wave, self.sample_rate, steps)[..., :wave.shape[-1]]
+
+
+class AddNoise:
+    """Add white noise at a signal-to-noise ratio drawn uniformly in [min_snr_db, max_snr_db]."""
+
+    def __init__(self, min_snr_db: float = 10.0, max_snr_db: float = 40.0):
+        self.min_snr_db, self.max_snr_db = min_snr_db, max_snr_db
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        power = wave.pow(2).mean()
+        if power <= 0:
+            return wave
+        noise_power = power / 10 ** (_uniform(self.min_snr_db, self.max_snr_db) / 10)
+        return wave + torch.randn_like(wave) * noise_power.sqrt()
+
+
+class RandomApply:
+    """Apply each transform independently with probability ``p``, in order."""
+
+    def __init__(self, transforms: list, p: float = 0.5):
+        self.transforms, self.p = list(transforms), p
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        for transform in self.transforms:
+            if float(torch.rand(())) < self.p:
+                wave = transform(wave)
+        return wave
+
+    def __repr__(self) -> str:
+        return f"RandomApply({[type(t).__name__ for t in self.transforms]}, p={self.p})"
+
+
+def add_augment_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    group = parser.add_argument_group("waveform augmentation (training clips only)")
+    group.add_argument("--no-gain", action="store_true", help="disable random gain (+-6 dB)")
+    group.add_argument("--no-shift", action="store_true", help="disable random circular time shift")
+    group.add_argument("--no-speed", action="store_true", help="disable random speed change (+-10 %%)")
+    group.add_argument("--no-noise", action="store_true", help="disable additive white noise (SNR 10-40 dB)")
+    group.add_argument("--pitch", type=int, default=0, metavar="SEMITONES",
+                       help="random pitch shift up to this many semitones (slow; 0 = off)")
+    group.add_argument("--augment-p", type=float, default=0.5, help="probability of applying each augmentation")
+    return parser
+
+
+def build_augment(args, sample_rate: int):
+    """The training transform the flags ask for, or None when every augmentation is off."""
+    transforms = []
+    if not args.no_gain:
+        transforms.append(RandomGain())
+    if not args.no_shift:
+        transforms.append(TimeShift())
+    if not args.no_speed:
+        transforms.append(SpeedChange())
+    if args.pitch:
+        transforms.append(PitchShift(sample_rate, args.pitch))
+    if not args.no_noise:
+        transforms.append(AddNoise())
+    return RandomApply(transforms, args.augment_p) if transforms else None
