@@ -7,11 +7,26 @@ one learning rate per *parameter group*, not a list.)
 """
 from __future__ import annotations
 
+import argparse
+import sys
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
+
+from edge.atomic import staged, write_json
+from edge.frontend import FrontEnd
+from edge.metadata import LOG_MEL_IMAGE
+from train.data.cache import load_log_mels
+from train.data.esc50 import N_CLASSES, DatasetError, class_names
+from train.datasets import LogMelImages
+from train.engine import (Trainer, add_common_args, checkpoint_info, command_line, parse_seeds, parse_splits,
+                          plan_runs, seed_everything)
+from train.ensemble import ensemble_accuracy, run_split
+from train.specaugment import spec_augment
 
 IMAGENET_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
 FEATURES = 2048
@@ -108,3 +123,218 @@ def load_backbone(backbone: nn.Module, state: dict, source: str) -> None:
         backbone.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise WeightsError(f"--weights {source}: not a ResNet-50 state dict:\n{err}") from None
+
+
+# --------------------------------------------------------------------------- training runs
+
+STAGE1 = "head"
+STAGE2 = "all"
+PROTOCOL = {
+    "book": "train on folds 1-3, keep the epoch with the best fold-4 accuracy, test that checkpoint once on fold 5",
+    "cv": "train on the four other folds for a fixed number of epochs (no model selection), test once on fold {fold}",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.resnet", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(parser, epochs=20, batch_size=32, lr=1e-2, weight_decay=1e-2)
+    parser.set_defaults(optimizer="adam")
+    group = parser.add_argument_group("ResNet-50 transfer")
+    group.add_argument("--weights", default="imagenet",
+                       help="imagenet (torchvision IMAGENET1K_V2), none, or PATH to a ResNet-50 state dict")
+    group.add_argument("--head-epochs", type=int, default=5, help="stage 1: epochs of the head on the frozen backbone")
+    group.add_argument("--lr-late", type=float, default=1e-4, help="stage 2 learning rate of layer3-4 (--lr is the head's)")
+    group.add_argument("--lr-early", type=float, default=1e-8, help="stage 2 learning rate of the stem and layer1-2")
+    group.add_argument("--head-only", action="store_true",
+                       help="skip stage 2: train the head alone for --head-epochs + --epochs epochs")
+    group.add_argument("--dropout", type=float, default=0.5)
+    group.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=True,
+                       help="frequency and time masks on training images, each with p=0.5")
+    group.add_argument("--freq-mask", type=int, default=24, help="maximum frequency-mask width (mel bins)")
+    group.add_argument("--time-mask", type=int, default=32, help="maximum time-mask width (frames)")
+    group.add_argument("--mask-fill", choices=["mean", "zero"], default="mean")
+    group.add_argument("--cache-dir", help="log-mel cache folder (default <dataset>/cache)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="book split, three variants: frozen head only / staged / staged + SpecAugment")
+    parser.add_argument("--ensemble", nargs="+", metavar="AUDIONET_RUN_DIR",
+                        help="trained AudioNet runs; each ResNet run is ensembled with the one of the same split")
+    return parser
+
+
+def train_run(args, planned, log_mels, clips, frontend: FrontEnd) -> dict:
+    """Train one (split, seed) run in two stages and test it; returns its metrics."""
+    split = planned.split
+    train_idx, valid_idx, test_idx = ([i for i, c in enumerate(clips) if c.fold in folds]
+                                      for folds in (split.train_folds, split.valid_folds, (split.test_fold,)))
+    targets = np.array([c.target for c in clips])
+    augment = spec_augment(args.freq_mask, args.time_mask, use_mean=args.mask_fill == "mean") \
+        if args.specaugment else None
+
+    def images(index, transform=None):
+        return LogMelImages(log_mels[index], targets[index], frontend, transform)
+
+    planned.create()
+    seed_everything(planned.seed)
+    model_kwargs = {"n_classes": N_CLASSES, "dropout": args.dropout}
+    model = SpecResNet50(weights=args.weights, **model_kwargs)
+    input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
+                  "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
+    protocol = PROTOCOL["book" if split.valid_folds else "cv"].format(fold=split.test_fold)
+    trainer = Trainer(
+        model, planned.run_dir, train_set=images(train_idx, augment),
+        valid_set=images(valid_idx) if valid_idx else None, test_set=images(test_idx),
+        checkpoint_info=checkpoint_info("resnet50", {**model_kwargs, "weights": None}, class_names(clips), input_spec),
+        metadata={"model": "resnet50", "split": split.name, "seed": planned.seed, "protocol": protocol,
+                  "command": command_line("train.resnet"), "weights": args.weights,
+                  "specaugment": args.specaugment, "head_only": args.head_only},
+        device=args.device, batch_size=args.batch_size, workers=args.workers, seed=planned.seed,
+        mixup=args.mixup, label_smoothing=args.label_smoothing, resume=planned.resume,
+        progress=False if args.no_progress else None)
+    fit = dict(optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule)
+    head = [{"name": "head", "params": model.head.parameters(), "lr": args.lr}]
+    model.freeze_backbone(True)
+    if args.find_lr:
+        finding = trainer.find_lr(head)
+        print(f"suggested head learning rate {finding.suggestion:.2e} (plot: {finding.plot})")
+        return {}
+    head_epochs = args.head_epochs + args.epochs if args.head_only else args.head_epochs
+    if head_epochs:
+        trainer.fit(STAGE1, head, head_epochs, **fit)
+    if not args.head_only and args.epochs:
+        model.freeze_backbone(False)
+        trainer.fit(STAGE2, model.param_groups(args.lr, args.lr_late, args.lr_early), args.epochs, **fit)
+    return trainer.finish()
+
+
+# --------------------------------------------------------------------------- experiments and results table
+
+ABLATION = {  # variant -> the settings it changes
+    "head-only": {"head_only": True, "specaugment": False},
+    "staged": {"head_only": False, "specaugment": False},
+    "staged+specaugment": {"head_only": False, "specaugment": True},
+}
+
+
+def variant_name(args) -> str:
+    return "head-only" if args.head_only else "staged+specaugment" if args.specaugment else "staged"
+
+
+def variants(args) -> list:
+    """[(name, settings)]: the ablation's three variants, or the one the flags describe."""
+    if not args.ablation:
+        return [(variant_name(args), args)]
+    if args.split != "book":
+        raise ValueError("--ablation runs on the book split; drop --split")
+    return [(name, argparse.Namespace(**{**vars(args), **change, "ablation": False}))
+            for name, change in ABLATION.items()]
+
+
+def audionet_runs_by_split(run_dirs, splits) -> dict:
+    """{split name: AudioNet run dir} for ``--ensemble``, checked before any training starts."""
+    by_split = {}
+    for run in run_dirs:
+        by_split.setdefault(run_split(run), Path(run))
+    missing = sorted({s.name for s in splits} - set(by_split))
+    if missing:
+        raise ValueError(f"--ensemble: no AudioNet run for split(s) {missing} among {[str(r) for r in run_dirs]}")
+    return by_split
+
+
+def result_row(variant: str, metrics: dict, run_dir: Path, ensemble: dict | None) -> dict:
+    row = {"variant": variant, "split": metrics["split"], "seed": metrics["seed"],
+           "valid_accuracy": metrics["valid_accuracy"], "test_accuracy": metrics["test_accuracy"],
+           "best_epoch": metrics["best_epoch"], "epochs": len(metrics["epochs"]),
+           "wall_time_s": round(metrics["wall_time_s"], 1), "run": str(run_dir)}
+    if ensemble is not None:
+        audionet_run = next(run for run in ensemble["runs"] if run != str(run_dir))
+        row.update(audionet_run=audionet_run, audionet_test_accuracy=ensemble["runs"][audionet_run],
+                   ensemble_test_accuracy=ensemble["ensemble"])
+    return row
+
+
+def summarize_rows(rows: list) -> list:
+    """Mean and sample standard deviation of the test accuracies of each variant."""
+    summary = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        entry = {"variant": variant, "runs": len(mine)}
+        for key in ("test_accuracy", "ensemble_test_accuracy", "audionet_test_accuracy"):
+            values = np.array([r[key] for r in mine if key in r])
+            if len(values):
+                entry[key] = {"mean": float(values.mean()),
+                              "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        summary.append(entry)
+    return summary
+
+
+def format_results(rows: list, summary: list, command: str) -> str:
+    """results.md: one line per run, then mean ± std per variant."""
+    def pct(value):
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    lines = ["# ResNet-50 transfer results", "", f"`{command}`", "",
+             "| variant | split | seed | valid acc % | test acc % | AudioNet % | ensemble % | epochs | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['split']} | {r['seed']} | {pct(r['valid_accuracy'])} | "
+                     f"{pct(r['test_accuracy'])} | {pct(r.get('audionet_test_accuracy'))} | "
+                     f"{pct(r.get('ensemble_test_accuracy'))} | {r['epochs']} | {r['wall_time_s']:.0f} |")
+    lines += ["", "| variant | runs | test acc % (mean ± std) | ensemble % (mean ± std) |", "|---|---|---|---|"]
+    for s in summary:
+        cells = [f"{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}" if k in s else "-"
+                 for k in ("test_accuracy", "ensemble_test_accuracy")]
+        lines.append(f"| {s['variant']} | {s['runs']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows: list, folder: Path, command: str) -> None:
+    summary = summarize_rows(rows)
+    write_json({"command": command, "runs": rows, "summary": summary}, folder / "results.json")
+    with staged(folder / "results.md") as tmp:
+        tmp.write_text(format_results(rows, summary, command))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.resume:
+        plan_runs(args, "resnet50")  # loads the run's saved settings into args
+    frontend = FrontEnd()
+    command = command_line("train.resnet")
+    experiments = variants(args)
+    splits = parse_splits(args.split)
+    audionet = audionet_runs_by_split(args.ensemble, splits) if args.ensemble else {}
+    n_runs = len(experiments) * len(splits) * len(parse_seeds(args))
+    results_dir = None
+    if n_runs > 1 and not args.resume:
+        label = "ablation" if args.ablation else args.split
+        results_dir = Path(args.out) / f"resnet50-{label}-{datetime.now():%Y%m%d-%H%M%S}"
+        results_dir.mkdir(parents=True)
+    log_mels, clips = load_log_mels(args.data, frontend, args.cache_dir)
+    rows = []
+    for name, settings in experiments:
+        if results_dir is not None:
+            settings.out = str(results_dir)
+        model_name = "resnet50" if len(experiments) == 1 else f"resnet50-{name}"
+        for planned in plan_runs(settings, model_name):
+            metrics = train_run(settings, planned, log_mels, clips, frontend)
+            if settings.find_lr:
+                return 0
+            ensemble = None
+            if planned.split.name in audionet:
+                ensemble = ensemble_accuracy([planned.run_dir, audionet[planned.split.name]], args.data,
+                                             args.device, log_mels=log_mels)
+            rows.append(result_row(name, metrics, planned.run_dir, ensemble))
+            write_results(rows, results_dir or planned.run_dir, command)
+            print(f"{planned.run_dir}: test accuracy {metrics['test_accuracy']:.4f}"
+                  + (f", ensemble with AudioNet {ensemble['ensemble']:.4f}" if ensemble else ""), flush=True)
+    print(f"results: {(results_dir or planned.run_dir) / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (WeightsError, DatasetError, ValueError, FileNotFoundError, FileExistsError) as err:
+        sys.exit(f"error: {err}")

@@ -1,0 +1,78 @@
+"""Ensembles of trained runs: average their class probabilities on a shared test fold (book, "Further
+experimentation": combine the waveform and the spectrogram model)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge.frontend import FrontEnd
+from edge.metadata import LOG_MEL_IMAGE, WAVEFORM
+from train.data.esc50 import read_clips
+from train.engine import load_best, parse_splits, resolve_device
+from train.models import build_model
+
+
+def run_split(run_dir) -> str:
+    """The split a finished run was tested on (from its metrics.json)."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a finished run (no metrics.json)")
+    return json.loads(path.read_text())["split"]
+
+
+def test_set(checkpoint: dict, data_dir, split_name: str, log_mels=None):
+    """The test fold of ``split_name`` as the checkpoint's model expects it (waveforms or log-mel images).
+
+    ``log_mels`` (the cached array in read_clips() order) avoids loading the cache again.
+    """
+    from train.datasets import LogMelImages, WaveformClips
+
+    clips = read_clips(data_dir)
+    fold = parse_splits(split_name)[0].test_fold
+    index = [i for i, c in enumerate(clips) if c.fold == fold]
+    spec = checkpoint["input"]
+    if spec["kind"] == WAVEFORM:
+        return WaveformClips([clips[i] for i in index], sample_rate=spec["sample_rate"])
+    if spec["kind"] == LOG_MEL_IMAGE:
+        frontend = FrontEnd.from_json(spec["frontend"])
+        if log_mels is None:
+            from train.data.cache import load_log_mels
+
+            log_mels, _ = load_log_mels(data_dir, frontend)
+        return LogMelImages(log_mels[index], [clips[i].target for i in index], frontend)
+    raise ValueError(f"unknown input kind {spec['kind']!r}")
+
+
+@torch.no_grad()
+def probabilities(run_dir, data_dir, device="auto", batch_size: int = 32, log_mels=None) -> tuple:
+    """(softmax probabilities (N, classes), targets (N,), classes) of a run's best.pt on its test fold."""
+    device = resolve_device(device)
+    checkpoint = load_best(run_dir)
+    model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.to(device).eval()
+    dataset = test_set(checkpoint, data_dir, run_split(run_dir), log_mels)
+    probs, targets = [], []
+    for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+        probs.append(model(x.to(device)).float().softmax(1).cpu())
+        targets.append(y)
+    return torch.cat(probs).numpy(), torch.cat(targets).numpy(), checkpoint["classes"]
+
+
+def ensemble_accuracy(run_dirs, data_dir, device="auto", log_mels=None) -> dict:
+    """Test accuracy of each run and of their averaged probabilities; the runs must share a test fold."""
+    splits = {str(run): run_split(run) for run in run_dirs}
+    folds = {parse_splits(s)[0].test_fold for s in splits.values()}
+    if len(folds) != 1:
+        raise ValueError(f"runs tested on different folds cannot be ensembled: {splits}")
+    outputs = [probabilities(run, data_dir, device, log_mels=log_mels) for run in run_dirs]
+    targets, classes = outputs[0][1], outputs[0][2]
+    for run, (_, other_targets, other_classes) in zip(run_dirs, outputs):
+        if other_classes != classes or not np.array_equal(other_targets, targets):
+            raise ValueError(f"{run}: different classes or test clips than {run_dirs[0]}")
+    accuracy = {str(run): float((p.argmax(1) == targets).mean()) for run, (p, _, _) in zip(run_dirs, outputs)}
+    mean = np.mean([p for p, _, _ in outputs], axis=0)
+    return {"runs": accuracy, "ensemble": float((mean.argmax(1) == targets).mean()), "test_clips": len(targets)}
