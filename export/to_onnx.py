@@ -1,0 +1,371 @@
+"""Export a training run to one self-describing ONNX file, verified against PyTorch.
+
+    python -m export.to_onnx runs/audionet-book-seed0-20260101-120000 --int8
+
+writes RUN_DIR/model.onnx (and model.int8.onnx) plus model.report.json. The file carries everything
+the edge needs in its metadata (classes, input kind, front end, normalisation: edge/metadata.py).
+Before a file is renamed into place it is checked: onnxruntime and PyTorch must agree on the test
+fold of the run (inputs built by edge.classifier, the code the edge runs), else the command exits 1
+and leaves no model behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.atomic import staged, write_json
+from edge.audio import load_audio
+from edge.classifier import Classifier, open_session
+from edge.frontend import FrontEnd
+from edge.metadata import INPUT_NAME, LOG_MEL_IMAGE, OUTPUT_NAME, WAVEFORM, encode
+from train.data.esc50 import DatasetError, read_clips
+from train.engine import parse_splits
+
+OPSET = 18
+CHECKPOINT_KEYS = ("model_name", "model_kwargs", "state_dict", "classes", "input")
+
+
+class ExportError(RuntimeError):
+    """A run folder, checkpoint or dataset that cannot be exported from; the message names the path."""
+
+
+@dataclass
+class Run:
+    """A training run folder: its best checkpoint and its metrics."""
+
+    path: Path
+    checkpoint: dict
+    metrics: dict
+
+    @classmethod
+    def load(cls, run_dir) -> "Run":
+        import torch
+
+        path = Path(run_dir)
+        best, metrics_path = path / "best.pt", path / "metrics.json"
+        for f in (best, metrics_path):
+            if not f.is_file():
+                raise ExportError(f"{f}: missing (is {path} a training run folder?)")
+        try:
+            checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle, zip and torch errors alike
+            raise ExportError(f"{best}: not a readable checkpoint ({err})") from None
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
+        if missing:
+            raise ExportError(f"{best}: checkpoint lacks {missing}")
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ExportError(f"{metrics_path}: not valid JSON ({err})") from None
+        return cls(path, checkpoint, metrics)
+
+    @property
+    def input_spec(self) -> dict:
+        return self.checkpoint["input"]
+
+    def build_model(self):
+        """The trained network in eval mode (pretrained weights are never fetched: weights=None)."""
+        from train.models import build_model
+
+        kwargs = dict(self.checkpoint["model_kwargs"])
+        if self.checkpoint["model_name"] == "resnet50":
+            kwargs["weights"] = None
+        model = build_model(self.checkpoint["model_name"], **kwargs)
+        model.load_state_dict(self.checkpoint["state_dict"])
+        return model.eval()
+
+    def input_shape(self) -> tuple:
+        """Shape of one window's model input, without the batch axis."""
+        spec = self.input_spec
+        if spec["kind"] == WAVEFORM:
+            return (1, int(round(spec["sample_rate"] * spec["clip_seconds"])))
+        return FrontEnd.from_json(spec["frontend"]).image_shape
+
+    def metadata(self, **extra) -> dict:
+        """``metadata_props`` for the ONNX file (edge/metadata.py contract) plus ``extra`` keys."""
+        spec = self.input_spec
+        frontend = FrontEnd.from_json(spec["frontend"]) if spec["kind"] == LOG_MEL_IMAGE else None
+        return encode(
+            model_name=self.checkpoint["model_name"],
+            classes=list(self.checkpoint["classes"]),
+            input_kind=spec["kind"],
+            sample_rate=int(spec["sample_rate"]),
+            clip_seconds=float(spec["clip_seconds"]),
+            frontend=None if frontend is None else json.loads(frontend.to_json()),
+            normalisation=None if frontend is None else {"mean": list(frontend.mean), "std": list(frontend.std)},
+            test_accuracy=self.metrics.get("test_accuracy"),
+            commit=self.metrics.get("commit"),
+            **extra,
+        )
+
+    def split(self):
+        """The run's train/valid/test folds, from the split name in metrics.json."""
+        try:
+            return parse_splits(self.metrics.get("split", "book"))[0]
+        except ValueError as err:
+            raise ExportError(f"{self.path / 'metrics.json'}: {err}") from None
+
+    def recorded_data_dir(self):
+        """The --data folder the run was trained on (metrics.json, else config.json), or None."""
+        config = self.path / "config.json"
+        saved = json.loads(config.read_text()) if config.is_file() else {}
+        return self.metrics.get("data") or saved.get("data")
+
+
+def to_onnx(model, example_shape: tuple, metadata: dict):
+    """onnx.ModelProto of ``model`` (dynamo exporter, dynamic batch) with ``metadata`` attached."""
+    import torch
+
+    example = torch.zeros((2, *example_shape))  # batch 2: a batch of 1 would be specialised away
+    program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, external_data=False,
+                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    proto = program.model_proto
+    set_metadata(proto, metadata)
+    return proto
+
+
+def set_metadata(proto, metadata: dict):
+    """Replace the ``metadata_props`` of an onnx.ModelProto."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def save_onnx(proto, path: Path):
+    """Check and write an onnx.ModelProto (weights inside the file)."""
+    import onnx
+
+    onnx.checker.check_model(proto)
+    onnx.save_model(proto, str(path))
+
+
+@dataclass
+class Inputs:
+    """Model inputs of a set of clips, built by the edge's own front end; ``targets`` None if synthetic."""
+
+    x: np.ndarray
+    targets: np.ndarray | None
+    source: str
+
+    @classmethod
+    def from_clips(cls, classifier: Classifier, clips, source: str) -> "Inputs":
+        x = np.concatenate([classifier.features(*load_audio(c.path)) for c in clips])
+        return cls(x, np.array([c.target for c in clips]), source)
+
+    @classmethod
+    def synthetic(cls, classifier: Classifier, n: int, seed: int) -> "Inputs":
+        """Noise bursts with a random spectral tilt, 5 s at 44.1 kHz (no labels)."""
+        rng = np.random.default_rng(seed)
+        waves = [np.cumsum(rng.standard_normal(220500), dtype=np.float32) * rng.uniform(0, 0.05)
+                 + rng.standard_normal(220500).astype(np.float32) * rng.uniform(0.01, 0.5) for _ in range(n)]
+        return cls(np.concatenate([classifier.features(w, 44100) for w in waves]), None,
+                   f"synthetic noise ({n} clips, no dataset given)")
+
+
+def logits_onnx(session, x: np.ndarray, batch: int = 16) -> np.ndarray:
+    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + batch]})[0]
+                           for i in range(0, len(x), batch)])
+
+
+def logits_torch(model, x: np.ndarray, batch: int = 16) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
+
+
+def compare(reference: np.ndarray, other: np.ndarray) -> dict:
+    """Max absolute logit difference and top-1 agreement of two (clips, classes) logit arrays."""
+    return {"max_abs_logit_diff": float(np.abs(reference - other).max()),
+            "top1_agreement": float(np.mean(reference.argmax(1) == other.argmax(1)))}
+
+
+def accuracy(logits: np.ndarray, targets) -> float | None:
+    return None if targets is None else float(np.mean(logits.argmax(1) == targets))
+
+
+def median_latency_ms(path, x: np.ndarray, threads: int, repeats: int = 50, warmup: int = 5) -> float:
+    """Median wall time of one onnxruntime CPU call on a batch of one window, in milliseconds."""
+    session = open_session(path, threads)
+    feed = {INPUT_NAME: x[:1]}
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        session.run([OUTPUT_NAME], feed)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def dataset_clips(run: Run, data) -> tuple:
+    """(test clips, training clips, dataset folder) or (None, None, None) when no dataset is found."""
+    candidates = [data] if data is not None else [run.recorded_data_dir(), os.environ.get("ESC50_DIR")]
+    for folder in filter(None, candidates):
+        try:
+            clips = read_clips(folder)
+        except DatasetError:
+            if data is not None:
+                raise
+            continue
+        train, _, test = run.split().select(clips)
+        if not test or not train:
+            raise DatasetError(f"{folder}: no clips in the test fold or the training folds of split "
+                               f"{run.split().name!r}")
+        return test, train, folder
+    return None, None, None
+
+
+def per_class(clips, n: int) -> list:
+    """The first ``n`` clips of every class (calibration set covering all classes)."""
+    counts, chosen = {}, []
+    for c in clips:
+        if counts.get(c.target, 0) < n:
+            counts[c.target] = counts.get(c.target, 0) + 1
+            chosen.append(c)
+    return chosen
+
+
+class VerificationError(RuntimeError):
+    """The exported file does not reproduce the PyTorch model closely enough; carries the report."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def export(args) -> dict:
+    """Export and verify (and with --int8 quantise); returns the report. Raises VerificationError."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    run = Run.load(args.run_dir)
+    model = run.build_model()
+    report = {"run": str(run.path), "model_name": run.checkpoint["model_name"], "passed": False,
+              "training": {k: run.metrics.get(k) for k in ("test_accuracy", "commit", "split", "seed")},
+              "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
+                           "onnxruntime": onnxruntime.__version__, "opset": OPSET},
+              "command": " ".join(["python -m export.to_onnx", *args.argv]),
+              "latency": {"statistic": "median ms per window, batch 1, onnxruntime CPU",
+                          "threads": args.threads, "repeats": args.latency_repeats}}
+    test_clips, train_clips, folder = dataset_clips(run, args.data)
+    with staged(args.out) as tmp:
+        save_onnx(to_onnx(model, run.input_shape(), run.metadata(precision="fp32")), tmp)
+        classifier = Classifier(tmp, args.threads)
+        if test_clips is None:
+            data = Inputs.synthetic(classifier, n=8, seed=0)
+        else:
+            clips = test_clips[:args.max_clips]
+            data = Inputs.from_clips(classifier, clips,
+                                     f"ESC-50 test fold {run.split().test_fold} of {folder} ({len(clips)} clips)")
+        report["verification_data"] = data.source
+        reference = logits_torch(model, data.x)
+        fp32_logits = logits_onnx(classifier.session, data.x)
+        parity = compare(reference, fp32_logits)
+        passed = parity["top1_agreement"] == 1.0 and parity["max_abs_logit_diff"] <= args.atol
+        report["fp32"] = {"path": str(args.out), "bytes": tmp.stat().st_size,
+                          "parity_vs_torch": {**parity, "atol": args.atol, "passed": passed},
+                          "torch_test_accuracy": accuracy(reference, data.targets),
+                          "test_accuracy": accuracy(fp32_logits, data.targets),
+                          "latency_ms": median_latency_ms(tmp, data.x, args.threads, args.latency_repeats)}
+        if not passed:
+            raise VerificationError(f"{args.out}: ONNX and PyTorch disagree (max |logit diff| "
+                                    f"{parity['max_abs_logit_diff']:.2e}, atol {args.atol}; top-1 agreement "
+                                    f"{parity['top1_agreement']:.1%}); not written", report)
+    report["passed"] = True
+    if args.int8:
+        report["int8"] = export_int8(args, run, data, fp32_logits, train_clips, report)
+    return report
+
+
+def export_int8(args, run: Run, data: Inputs, fp32_logits: np.ndarray, train_clips, report: dict) -> dict:
+    """Quantise the verified fp32 file; int8 must stay within --max-int8-drop points of fp32 accuracy."""
+    import onnx
+
+    from export.quantize import quantize_int8
+
+    path = args.out.with_suffix(".int8.onnx")
+    fp32 = Classifier(args.out, args.threads)
+    if train_clips is None:
+        calibration = Inputs.synthetic(fp32, n=16, seed=1)
+    else:
+        clips = per_class(train_clips, args.calibration_per_class)
+        calibration = Inputs.from_clips(fp32, clips, f"{len(clips)} training clips, "
+                                                     f"{args.calibration_per_class} per class")
+    with staged(path) as tmp:
+        settings = quantize_int8(args.out, tmp, calibration.x, args.calibration_method, args.int8_activations)
+        proto = onnx.load_model(str(tmp))
+        set_metadata(proto, run.metadata(precision="int8"))
+        save_onnx(proto, tmp)
+        int8_logits = logits_onnx(Classifier(tmp, args.threads).session, data.x)
+        fp32_accuracy, int8_accuracy = report["fp32"]["test_accuracy"], accuracy(int8_logits, data.targets)
+        drop = None if int8_accuracy is None else 100 * (fp32_accuracy - int8_accuracy)
+        latency = median_latency_ms(tmp, data.x, args.threads, args.latency_repeats)
+        result = {"path": str(path), "bytes": tmp.stat().st_size, "quantisation": settings,
+                  "calibration_data": calibration.source, "parity_vs_fp32": compare(fp32_logits, int8_logits),
+                  "test_accuracy": int8_accuracy, "accuracy_drop_points": drop,
+                  "max_accuracy_drop_points": args.max_int8_drop, "latency_ms": latency,
+                  "speedup_vs_fp32": report["fp32"]["latency_ms"] / latency}
+        if drop is not None and drop > args.max_int8_drop:
+            report["passed"] = False
+            report["int8"] = result
+            raise VerificationError(f"{path}: int8 test accuracy {int8_accuracy:.1%} is {drop:.1f} points below "
+                                    f"fp32 (limit {args.max_int8_drop}); not written", report)
+    return result
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path, help="training run folder holding best.pt and metrics.json")
+    p.add_argument("--out", type=Path, help="ONNX file to write (default: RUN_DIR/model.onnx); the report goes "
+                   "to FILE.report.json, the int8 model to FILE.int8.onnx")
+    p.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ) model")
+    p.add_argument("--data", type=Path, help="ESC-50 folder for verification (default: the run's data_dir, "
+                   "then $ESC50_DIR; synthetic inputs when there is none)")
+    p.add_argument("--max-clips", type=int, help="verify on the first N test clips only (default: all)")
+    p.add_argument("--atol", type=float, default=1e-3, help="largest |logit difference| ONNX vs PyTorch")
+    p.add_argument("--calibration-per-class", type=int, default=2,
+                   help="training-fold clips per class that calibrate the int8 ranges")
+    p.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--int8-activations", choices=("uint8", "int8"), default="uint8",
+                   help="activation type (uint8 suits x86, int8 suits ARM)")
+    p.add_argument("--max-int8-drop", type=float, default=1.0,
+                   help="largest test accuracy drop int8 vs fp32, in percentage points")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="onnxruntime threads when timing")
+    p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per model")
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = args.run_dir / "model.onnx"
+    if args.out.suffix != ".onnx":
+        p.error(f"--out {args.out}: the file name must end in .onnx")
+    args.argv = list(argv)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    report_path = args.out.with_suffix(".report.json")
+    try:
+        report = export(args)
+    except (ExportError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except VerificationError as err:
+        write_json(err.report, report_path)
+        print(f"error: {err} (report: {report_path})", file=sys.stderr)
+        return 1
+    write_json(report, report_path)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""ONNX export (export/to_onnx.py): freshly initialised models, run folders written here."""
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import export.to_onnx as to_onnx
+from edge.classifier import Classifier, ModelFileError
+from edge.frontend import FrontEnd
+from edge.metadata import LOG_MEL_IMAGE, WAVEFORM, decode
+from train.audionet import AudioNet
+from train.resnet import SpecResNet50
+
+CLASSES = ["low_tone", "high_tone"]
+FAST = ["--latency-repeats", "2", "--threads", "1"]
+
+
+def make_run(folder, model_name, model, model_kwargs, input_spec, classes=CLASSES, split="book"):
+    """A training run folder as train/engine.py writes it: best.pt and metrics.json."""
+    folder.mkdir(parents=True)
+    torch.save({"model_name": model_name, "model_kwargs": model_kwargs, "state_dict": model.state_dict(),
+                "classes": classes, "input": input_spec, "epoch": 3, "valid_accuracy": 0.5}, folder / "best.pt")
+    (folder / "metrics.json").write_text(json.dumps(
+        {"model": model_name, "split": split, "seed": 0, "commit": "abc123def456", "test_accuracy": 0.625}))
+    return folder
+
+
+def audionet_run(folder, classes=CLASSES):
+    torch.manual_seed(0)
+    kwargs = {"n_classes": len(classes), "depth": 5}
+    spec = {"kind": WAVEFORM, "sample_rate": 8000, "clip_seconds": 5.0, "frontend": None}
+    return make_run(folder, "audionet", AudioNet(**kwargs), kwargs, spec, classes)
+
+
+@pytest.fixture(scope="module")
+def audionet_export(tmp_path_factory, fake_esc50):
+    """(run folder, exit code) of one export of a fresh AudioNet, verified on the fake dataset."""
+    run = audionet_run(tmp_path_factory.mktemp("runs") / "audionet-book-seed0")
+    return run, to_onnx.main([str(run), "--data", str(fake_esc50), *FAST])
+
+
+def test_audionet_export_verifies_and_describes_itself(audionet_export, fake_esc50):
+    run, code = audionet_export
+    assert code == 0
+    onnx.checker.check_model(str(run / "model.onnx"))
+    classifier = Classifier(run / "model.onnx")
+    meta = classifier.meta
+    assert meta["classes"] == CLASSES and meta["model_name"] == "audionet" and meta["precision"] == "fp32"
+    assert (meta["input_kind"], meta["sample_rate"], meta["clip_seconds"]) == (WAVEFORM, 8000, 5.0)
+    assert meta["frontend"] is None and meta["normalisation"] is None
+    assert (meta["test_accuracy"], meta["commit"]) == (0.625, "abc123def456")
+    report = json.loads((run / "model.report.json").read_text())
+    assert report["passed"] and report["fp32"]["parity_vs_torch"]["top1_agreement"] == 1.0
+    assert report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] <= 1e-3
+    assert "test fold 5" in report["verification_data"] and str(fake_esc50) in report["verification_data"]
+    assert report["fp32"]["bytes"] == (run / "model.onnx").stat().st_size
+
+
+def test_batch_axis_is_dynamic(audionet_export):
+    run, _ = audionet_export
+    session = Classifier(run / "model.onnx").session
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 1, 40000)).astype(np.float32)
+        assert session.run(["logits"], {"input": x})[0].shape == (batch, len(CLASSES))
+
+
+def test_metadata_round_trip(audionet_export):
+    run, _ = audionet_export
+    props = {p.key: p.value for p in onnx.load(str(run / "model.onnx")).metadata_props}
+    assert decode(props, "model.onnx") == Classifier(run / "model.onnx").meta
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_onnx_error_names_the_file(audionet_export, tmp_path, damage):
+    run, _ = audionet_export
+    data = (run / "model.onnx").read_bytes()
+    bad = tmp_path / f"{damage}.onnx"
+    bad.write_bytes(data[:len(data) // 2] if damage == "truncated" else os.urandom(4096))
+    with pytest.raises(ModelFileError, match=str(bad)):
+        Classifier(bad)
+
+
+def test_perturbed_onnx_fails_verification_and_is_not_written(tmp_path, fake_esc50, monkeypatch, capsys):
+    """A wrong bias in the exported graph: exit 1, a failing report, and no model file left behind."""
+    export_unchanged = to_onnx.to_onnx
+
+    def export_perturbed(*args, **kwargs):
+        proto = export_unchanged(*args, **kwargs)
+        bias = next(t for t in proto.graph.initializer if list(t.dims) == [len(CLASSES)])
+        bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 0.01, bias.name))
+        return proto
+
+    monkeypatch.setattr(to_onnx, "to_onnx", export_perturbed)
+    run = audionet_run(tmp_path / "run")
+    assert to_onnx.main([str(run), "--data", str(fake_esc50), *FAST]) == 1
+    assert "ONNX and PyTorch disagree" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "metrics.json", "model.report.json"]
+    report = json.loads((run / "model.report.json").read_text())
+    assert not report["passed"] and report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] == pytest.approx(0.01, abs=1e-4)
+
+
+def test_no_dataset_verifies_on_synthetic_inputs(tmp_path, monkeypatch):
+    monkeypatch.delenv("ESC50_DIR", raising=False)
+    run = audionet_run(tmp_path / "run")
+    out = tmp_path / "exported" / "net.onnx"
+    assert to_onnx.main([str(run), "--out", str(out), *FAST]) == 0
+    report = json.loads((tmp_path / "exported" / "net.report.json").read_text())
+    assert report["verification_data"].startswith("synthetic") and report["fp32"]["test_accuracy"] is None
+    assert Classifier(out).meta["model_name"] == "audionet"
+
+
+def test_bad_checkpoint_error_names_the_file(tmp_path, capsys):
+    run = audionet_run(tmp_path / "run")
+    (run / "best.pt").write_bytes(b"not a checkpoint")
+    assert to_onnx.main([str(run), *FAST]) == 2
+    assert str(run / "best.pt") in capsys.readouterr().err
+    assert not (run / "model.onnx").exists()
+
+
+def test_int8_has_the_metadata_and_runs(tmp_path, fake_esc50):
+    run = audionet_run(tmp_path / "run")
+    assert to_onnx.main([str(run), "--int8", "--data", str(fake_esc50), "--max-int8-drop", "100", *FAST]) == 0
+    onnx.checker.check_model(str(run / "model.int8.onnx"))
+    fp32, int8 = Classifier(run / "model.onnx"), Classifier(run / "model.int8.onnx")
+    assert int8.meta["precision"] == "int8"
+    assert {k: v for k, v in int8.meta.items() if k != "precision"} == \
+           {k: v for k, v in fp32.meta.items() if k != "precision"}
+    ops = {node.op_type for node in onnx.load(str(run / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    report = json.loads((run / "model.report.json").read_text())["int8"]
+    assert report["bytes"] < (run / "model.onnx").stat().st_size
+    assert report["quantisation"]["format"] == "QDQ" and report["quantisation"]["per_channel"]
+    assert report["calibration_data"].startswith("4 training clips")
+
+
+def test_int8_accuracy_gate_keeps_fp32_and_drops_int8(tmp_path, fake_esc50):
+    run = audionet_run(tmp_path / "run")
+    assert to_onnx.main([str(run), "--int8", "--data", str(fake_esc50), "--max-int8-drop", "-200", *FAST]) == 1
+    assert (run / "model.onnx").is_file() and not (run / "model.int8.onnx").exists()
+    assert not json.loads((run / "model.report.json").read_text())["passed"]
+
+
+@pytest.mark.slow
+def test_resnet50_export_carries_the_front_end(tmp_path, fake_esc50):
+    torch.manual_seed(0)
+    kwargs = {"n_classes": len(CLASSES), "weights": None}
+    frontend = FrontEnd()
+    spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate, "clip_seconds": 5.0,
+            "frontend": frontend.to_json()}
+    run = make_run(tmp_path / "run", "resnet50", SpecResNet50(**kwargs), kwargs, spec)
+    assert to_onnx.main([str(run), "--data", str(fake_esc50), *FAST]) == 0
+    meta = Classifier(run / "model.onnx").meta
+    assert meta["input_kind"] == LOG_MEL_IMAGE
+    assert FrontEnd.from_json(json.dumps(meta["frontend"])) == frontend
+    assert meta["normalisation"] == {"mean": list(frontend.mean), "std": list(frontend.std)}
+
+
+@pytest.mark.realdata
+def test_audionet_export_on_real_test_fold(tmp_path):
+    data = os.environ.get("ESC50_DIR")
+    if not data:
+        pytest.skip("set ESC50_DIR to an ESC-50 folder")
+    from train.data.esc50 import class_names, read_clips
+
+    run = audionet_run(tmp_path / "run", classes=class_names(read_clips(data)))
+    assert to_onnx.main([str(run), "--data", data, "--max-clips", "20", *FAST]) == 0
+    report = json.loads((run / "model.report.json").read_text())
+    assert "test fold 5" in report["verification_data"] and report["fp32"]["test_accuracy"] is not None
