@@ -171,7 +171,7 @@ def input_device(sd, device):
     try:
         return sd.query_devices(device, kind="input")
     except (ValueError, sd.PortAudioError) as err:
-        wanted = "the default input device" if device is None else f"input device {device!r}"
+        wanted = "default input device" if device is None else f"input device {device!r}"
         raise ListenError(f"no usable {wanted} ({err}); see --list-devices") from None
 
 
