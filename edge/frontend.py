@@ -100,8 +100,10 @@ class FrontEnd:
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Band-limited resampling with soxr (HQ); returns float32."""
+    """Band-limited resampling of a mono waveform with soxr (HQ); returns float32."""
     x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"expected a mono waveform (1-D array), got shape {x.shape}; average the channels first")
     if rate_in == rate_out:
         return x
     import soxr

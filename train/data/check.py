@@ -65,13 +65,16 @@ def check_audio(path: Path) -> list:
     """Problems of one file's audio header: not audio, truncated, not 44.1 kHz, not mono, not 220500 samples."""
     import soundfile as sf
 
+    declared, size = riff_declared_size(path), path.stat().st_size
+    cut = declared is not None and size < declared
     try:
         info = sf.info(str(path))
     except Exception as err:  # LibsndfileError or RuntimeError, depending on the soundfile version
+        if cut:  # a WAV cut inside its header: say so rather than "not audio"
+            return [Problem(path, "truncated", f"header declares {declared} bytes, file has {size}; unreadable ({err})")]
         return [Problem(path, "not audio", str(err))]
     problems = []
-    declared, size = riff_declared_size(path), path.stat().st_size
-    if declared is not None and size < declared:
+    if cut:
         problems.append(Problem(path, "truncated", f"header declares {declared} bytes, file has {size}"))
     if info.samplerate != SAMPLE_RATE:
         problems.append(Problem(path, "wrong sample rate", f"{info.samplerate} Hz, expected {SAMPLE_RATE}"))

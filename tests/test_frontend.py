@@ -1,0 +1,258 @@
+"""The one log-mel front end (edge/frontend.py): shape, determinism, resampling, serialisation,
+parity with librosa, and proof that training and the edge compute the very same features."""
+import ast
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.frontend import FrontEnd, fit_length, mel_filterbank, resample
+
+REPO = Path(__file__).resolve().parents[1]
+ESC50_DIR = os.environ.get("ESC50_DIR")
+
+# Measured against librosa 0.11 on all 2000 real ESC-50 clips: max abs difference 1.0e-3 dB
+# (2-104476-A-37.wav; float32 rounding in the quietest bins); on the synthetic signals below 2.4e-4 dB.
+# The tolerance is ten times the worst real clip.
+PARITY_TOLERANCE_DB = 0.01
+
+
+def tone(freq, seconds=5.0, rate=44100, amplitude=0.3):
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def synthetic_signals(rate):
+    """Tones, a chirp, white noise, clicks and a mostly silent clip: spectra the CNN will see."""
+    rng = np.random.default_rng(0)
+    n = 5 * rate
+    t = np.arange(n) / rate
+    clicks = np.zeros(n, np.float32)
+    clicks[:: rate // 3] = 1.0
+    quiet_tail = tone(440, rate=rate)
+    quiet_tail[rate:] = 0.0
+    return {
+        "tone 300 Hz": tone(300, rate=rate),
+        "tone 3 kHz": tone(3000, rate=rate),
+        "chirp": (0.5 * np.sin(2 * np.pi * (50 + 1000 * t) * t)).astype(np.float32),
+        "white noise": (0.1 * rng.standard_normal(n)).astype(np.float32),
+        "clicks": clicks,
+        "1 s tone then silence": quiet_tail,
+    }
+
+
+def librosa_log_mel(waveform, rate, frontend: FrontEnd):
+    """The reference: librosa's resample (soxr_hq), melspectrogram (Slaney, centred, zero padding), power_to_db."""
+    librosa = pytest.importorskip("librosa")
+    y = librosa.resample(np.asarray(waveform, np.float32), orig_sr=rate, target_sr=frontend.sample_rate,
+                         res_type="soxr_hq") if rate != frontend.sample_rate else waveform
+    y = librosa.util.fix_length(y, size=frontend.clip_samples)
+    power = librosa.feature.melspectrogram(
+        y=y, sr=frontend.sample_rate, n_fft=frontend.n_fft, hop_length=frontend.hop_length,
+        n_mels=frontend.n_mels, fmin=frontend.fmin, fmax=frontend.fmax, htk=False, norm="slaney",
+        center=True, pad_mode="constant", power=2.0, window="hann")
+    return librosa.power_to_db(power, ref=np.max, top_db=frontend.top_db)
+
+
+# --- shape, dtype, determinism -------------------------------------------------------------------
+
+def test_image_shape_dtype_and_range():
+    frontend = FrontEnd()
+    db = frontend.log_mel(tone(1000), 44100)
+    assert db.shape == (128, 216) and db.dtype == np.float32
+    assert db.max() == 0.0 and db.min() >= -80.0
+    image = frontend(tone(1000), 44100)
+    assert image.shape == frontend.image_shape == (3, 128, 216)
+    assert image.dtype == np.float32
+    # channel c is ((db + 80) / 80 - mean[c]) / std[c]: undo it and get the dB back
+    for c in range(3):
+        back = (image[c] * frontend.std[c] + frontend.mean[c]) * 80.0 - 80.0
+        np.testing.assert_allclose(back, db, atol=1e-4)
+
+
+def test_deterministic():
+    frontend = FrontEnd()
+    x = synthetic_signals(44100)["white noise"]
+    first = frontend(x, 44100)
+    assert np.array_equal(first, frontend(x.copy(), 44100))
+    assert np.array_equal(first, FrontEnd()(x, 44100))
+
+
+def test_input_is_not_modified():
+    x = synthetic_signals(22050)["chirp"]
+    before = x.copy()
+    FrontEnd()(x, 22050)
+    assert np.array_equal(x, before)
+
+
+def test_silence_gives_the_floor_not_nan():
+    db = FrontEnd().log_mel(np.zeros(44100 * 5, np.float32), 44100)
+    assert np.isfinite(db).all() and (db == 0.0).all()  # librosa gives 0 dB too: S == ref == amin
+
+
+def test_stereo_is_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="mono"):
+        FrontEnd()(np.zeros((44100, 2), np.float32), 44100)
+
+
+# --- resampling, padding, cropping ---------------------------------------------------------------
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+def test_other_rates_land_in_the_same_mel_band(rate):
+    """A 1 kHz tone at any input rate peaks in the same mel band after resampling to 22.05 kHz."""
+    frontend = FrontEnd()
+    db = frontend.log_mel(tone(1000, rate=rate), rate)
+    assert db.shape == (128, 216)
+    reference = frontend.log_mel(tone(1000, rate=22050), 22050)
+    assert np.argmax(db.mean(axis=1)) == np.argmax(reference.mean(axis=1))
+
+
+def test_resample_length_and_identity():
+    x = tone(440, seconds=1.0, rate=48000)
+    assert len(resample(x, 48000, 22050)) == 22050
+    same = resample(x, 48000, 48000)
+    assert same.dtype == np.float32 and np.array_equal(same, x)
+
+
+def test_short_clip_is_zero_padded_and_long_clip_cropped():
+    frontend = FrontEnd()
+    short = tone(1000, seconds=2.0, rate=22050)
+    padded = np.concatenate([short, np.zeros(22050 * 3, np.float32)])
+    assert np.array_equal(frontend.log_mel(short, 22050), frontend.log_mel(padded, 22050))
+
+    long = np.concatenate([padded, tone(5000, seconds=3.0, rate=22050)])  # only the first 5 s count
+    assert np.array_equal(frontend.log_mel(long, 22050), frontend.log_mel(padded, 22050))
+
+
+def test_fit_length():
+    assert np.array_equal(fit_length(np.arange(5.0), 3), [0, 1, 2])
+    assert np.array_equal(fit_length(np.arange(2.0), 4), [0, 1, 0, 0])
+    assert fit_length(np.ones((1, 2)), 3).shape == (1, 3)
+
+
+@pytest.mark.parametrize("n", [0, 1, 100])
+def test_tiny_inputs_still_give_a_full_image(n):
+    assert FrontEnd()(np.ones(n, np.float32) * 0.1, 44100).shape == (3, 128, 216)
+
+
+# --- parameters: validation, JSON, digest --------------------------------------------------------
+
+def test_json_round_trip():
+    frontend = FrontEnd(n_mels=64, hop_length=256, fmin=20.0)
+    again = FrontEnd.from_json(frontend.to_json())
+    assert again == frontend
+    assert again.digest() == frontend.digest()
+    assert again.image_shape == (3, 64, 1 + 110250 // 256)
+
+
+@pytest.mark.parametrize("change", [
+    {"sample_rate": 16000, "fmax": 8000.0}, {"clip_seconds": 4.0}, {"n_fft": 2048}, {"hop_length": 256},
+    {"n_mels": 64}, {"fmin": 20.0}, {"fmax": 8000.0}, {"top_db": 60.0},
+    {"mean": (0.5, 0.5, 0.5)}, {"std": (0.5, 0.5, 0.5)},
+])
+def test_digest_changes_with_every_parameter(change):
+    assert FrontEnd(**change).digest() != FrontEnd().digest()
+
+
+def test_digest_is_stable():
+    """The cache name and the ONNX metadata depend on it: the default front end keeps its digest."""
+    assert FrontEnd().digest() == FrontEnd.from_json(FrontEnd().to_json()).digest()
+    assert len(FrontEnd().digest()) == 12
+
+
+def test_unknown_or_invalid_parameters_are_refused():
+    with pytest.raises(ValueError, match="unknown front-end parameters"):
+        FrontEnd.from_json('{"n_mels": 64, "colour": "blue"}')
+    with pytest.raises(ValueError, match="fmax"):
+        FrontEnd(sample_rate=16000)  # fmax 11025 is above the 8 kHz Nyquist frequency
+    with pytest.raises(ValueError, match="positive"):
+        FrontEnd(hop_length=0)
+    with pytest.raises(ValueError, match="mean and std"):
+        FrontEnd(channels=1)
+
+
+# --- parity with librosa -------------------------------------------------------------------------
+
+def test_mel_filterbank_matches_librosa():
+    librosa = pytest.importorskip("librosa")
+    ours = mel_filterbank(22050, 1024, 128, 0.0, 11025.0)
+    theirs = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=128, fmin=0.0, fmax=11025.0, htk=False, norm="slaney")
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("rate", [22050, 44100])
+def test_parity_with_librosa_on_synthetic_signals(rate):
+    frontend = FrontEnd()
+    for name, x in synthetic_signals(rate).items():
+        diff = np.abs(frontend.log_mel(x, rate) - librosa_log_mel(x, rate, frontend)).max()
+        assert diff <= PARITY_TOLERANCE_DB, f"{name} at {rate} Hz: {diff:.2e} dB from librosa"
+
+
+def test_parity_with_librosa_for_another_front_end():
+    frontend = FrontEnd(sample_rate=16000, n_fft=512, hop_length=160, n_mels=64, fmin=50.0, fmax=8000.0)
+    for name, x in synthetic_signals(44100).items():
+        diff = np.abs(frontend.log_mel(x, 44100) - librosa_log_mel(x, 44100, frontend)).max()
+        assert diff <= PARITY_TOLERANCE_DB, f"{name}: {diff:.2e} dB from librosa"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not ESC50_DIR, reason="set ESC50_DIR to an ESC-50 folder")
+def test_parity_with_librosa_on_real_clips():
+    """The first clip of every class (50 real clips; on all 2000 the largest difference was 1.0e-3 dB)."""
+    from edge.audio import load_audio
+    from train.data.esc50 import read_clips
+
+    frontend = FrontEnd()
+    first = {}
+    for clip in read_clips(ESC50_DIR):
+        first.setdefault(clip.target, clip)
+    worst = 0.0
+    for clip in first.values():
+        wave, rate = load_audio(clip.path)
+        diff = float(np.abs(frontend.log_mel(wave, rate) - librosa_log_mel(wave, rate, frontend)).max())
+        assert diff <= PARITY_TOLERANCE_DB, f"{clip.path.name}: {diff:.2e} dB from librosa"
+        worst = max(worst, diff)
+    assert len(first) > 1 and worst > 0.0  # really compared something (float32 paths never agree bit for bit)
+
+
+# --- training and the edge share one front end ---------------------------------------------------
+
+def test_training_cache_equals_edge_classifier_input(fake_esc50, tone_models, tmp_path):
+    """For every clip, the image a training batch gets from the cache is the image the edge feeds the model."""
+    import torch
+
+    from edge.audio import load_audio
+    from edge.classifier import Classifier
+    from train.data.cache import load_log_mels, precompute
+    from train.datasets import LogMelImages
+
+    classifier = Classifier(tone_models["image"])
+    frontend = classifier.frontend
+    precompute(fake_esc50, frontend, cache_dir=tmp_path, jobs=1, progress=False)  # in-process: fast
+    log_mels, clips = load_log_mels(fake_esc50, frontend, cache_dir=tmp_path)
+    dataset = LogMelImages(log_mels, [c.target for c in clips], frontend)
+    for i, clip in enumerate(clips):
+        image, target = dataset[i]
+        edge_input = classifier.features(*load_audio(clip.path))
+        assert isinstance(image, torch.Tensor) and int(target) == clip.target
+        assert edge_input.shape == (1, *image.shape)
+        assert np.array_equal(image.numpy(), edge_input[0]), clip.path.name
+
+
+def test_train_has_no_second_mel_implementation():
+    """Nothing under train/ computes a spectrogram itself; the log-mel users import edge.frontend."""
+    forbidden = ("stft", "rfft", "melspectrogram", "MelSpectrogram", "mel_frequencies", "power_to_db",
+                 "amplitude_to_db", "AmplitudeToDB", "filters.mel", "melscale_fbanks")
+    users = set()
+    for path in sorted((REPO / "train").rglob("*.py")):
+        source = path.read_text()
+        tree = ast.parse(source)
+        names = {n.attr if isinstance(n, ast.Attribute) else n.id
+                 for n in ast.walk(tree) if isinstance(n, (ast.Attribute, ast.Name))}
+        calls = {name for name in forbidden if name in names or f".{name}(" in source}
+        assert not calls, f"{path.relative_to(REPO)} computes spectrograms itself: {sorted(calls)}"
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        if "edge.frontend" in imported:
+            users.add(path.relative_to(REPO).as_posix())
+    assert {"train/data/cache.py", "train/resnet.py"} <= users
