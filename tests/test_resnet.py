@@ -161,3 +161,48 @@ def test_imagenet_weights_offline_suggest_alternatives(monkeypatch):
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
     with pytest.raises(WeightsError, match="--weights PATH.*--weights none"):
         SpecResNet50(weights="imagenet")
+
+
+# --- end to end on synthetic clips -------------------------------------------------------------------
+
+def resnet_cli(fake_esc50, tmp_path, *extra):
+    from train.resnet import main
+
+    args = ["--data", str(fake_esc50), "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+            "--weights", "none", "--head-epochs", "1", "--epochs", "1", "--batch-size", "4", "--no-progress",
+            "--device", "cpu", *extra]
+    assert main(args) == 0
+    return tmp_path / "runs"
+
+
+def test_staged_run_writes_metrics_and_a_loadable_checkpoint(fake_esc50, tmp_path):
+    import json
+
+    runs = resnet_cli(fake_esc50, tmp_path)
+    (run,) = runs.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["stage"] for e in metrics["epochs"]] == ["head", "all"]
+    assert metrics["test_clips"] == 2 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["weights"] is None and metrics["specaugment"] is True
+    for name in ("best.pt", "last.pt", "curves.png", "confusion.png", "results.md", "results.json"):
+        assert (run / name).is_file(), name
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert best["input"]["kind"] == "log_mel_image" and best["model_kwargs"]["weights"] is None
+    SpecResNet50(**best["model_kwargs"]).load_state_dict(best["state_dict"])
+
+
+def test_ablation_table_has_the_three_variants_and_the_ensemble(fake_esc50, tmp_path):
+    import json
+
+    from train.audionet import main as audionet_main
+
+    audionet_runs = tmp_path / "audionet"
+    assert audionet_main(["--data", str(fake_esc50), "--out", str(audionet_runs), "--epochs", "1",
+                          "--batch-size", "4", "--no-progress", "--device", "cpu"]) == 0
+    (audionet_run,) = audionet_runs.iterdir()
+    runs = resnet_cli(fake_esc50, tmp_path, "--ablation", "--ensemble", str(audionet_run))
+    (results_dir,) = runs.iterdir()
+    results = json.loads((results_dir / "results.json").read_text())
+    assert [r["variant"] for r in results["runs"]] == ["head-only", "staged", "staged+specaugment"]
+    assert all(0.0 <= r["ensemble_test_accuracy"] <= 1.0 for r in results["runs"])
+    assert "| staged+specaugment |" in (results_dir / "results.md").read_text()

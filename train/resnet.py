@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(parser, epochs=20, batch_size=32, lr=1e-2, weight_decay=1e-2)
     parser.set_defaults(optimizer="adam")
     group = parser.add_argument_group("ResNet-50 transfer")
-    group.add_argument("--weights", default="imagenet",
+    group.add_argument("--weights", default="imagenet", type=lambda text: None if text.lower() == "none" else text,
                        help="imagenet (torchvision IMAGENET1K_V2), none, or PATH to a ResNet-50 state dict")
     group.add_argument("--head-epochs", type=int, default=5, help="stage 1: epochs of the head on the frozen backbone")
     group.add_argument("--lr-late", type=float, default=1e-4, help="stage 2 learning rate of layer3-4 (--lr is the head's)")
