@@ -97,10 +97,14 @@ class Classifier:
             x = audionet_input(waveform, rate, self.sample_rate, self.clip_seconds)
         return x[None].astype(np.float32, copy=False)
 
-    def predict(self, waveform: np.ndarray, rate: int) -> np.ndarray:
-        """Class probabilities (softmax of the logits) for one window, shape (n_classes,)."""
-        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: self.features(waveform, rate)})[0]
+    def infer(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities (softmax of the logits) for one model input from :meth:`features`."""
+        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
         return softmax(logits[0])
+
+    def predict(self, waveform: np.ndarray, rate: int) -> np.ndarray:
+        """Class probabilities for the first window of ``waveform``, shape (n_classes,)."""
+        return self.infer(self.features(waveform, rate))
 
     def top_k(self, probabilities: np.ndarray, k: int = 3) -> list:
         return top_k(probabilities, self.classes, k)

@@ -1,14 +1,16 @@
 """Listen to a microphone (or a recording) and say what it hears.
 
-    python -m edge.listen --model resnet50.onnx             # default input device
-    python -m edge.listen --model resnet50.onnx --file dog.wav --json
+    python -m edge.listen                                   # default model, default input device
+    python -m edge.listen --model resnet50.onnx --file dog.wav edge/examples/ --json
     python -m edge.listen --list-devices
 
 Every ``--hop`` seconds the latest window (the model's clip length, 5 s) is classified. The audio
 callback only copies blocks into a queue; the main thread downmixes them into a ring buffer and runs
 the model, so slow inference shows up as skipped windows, never as dropped audio. ``--file`` streams
-a recording through the same ring buffer, so it sees exactly the windows the microphone would.
-Runs with numpy, onnxruntime, soundfile, soxr and sounddevice only (the ``edge`` extra).
+a recording (or every audio file of a folder) through the same ring buffer, so it sees exactly the
+windows the microphone would. Without ``--model`` it uses edge/models/resnet50-int8.onnx, else
+edge/models/audionet.onnx. Runs with numpy, onnxruntime, soundfile, soxr and sounddevice only
+(the ``edge`` extra).
 """
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ import collections
 import json
 import queue
 import sys
+import os
 import time
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -29,10 +33,46 @@ from edge.metadata import ModelMetadataError
 FALLBACK_RATES = (48000, 44100, 32000, 16000)
 DEVICE_TIMEOUT_S = 3.0  # no audio for this long: the device is gone
 LATENCY_HISTORY = 10000  # windows kept for the latency statistics (bounded for long runs)
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODELS = ("resnet50-int8.onnx", "audionet.onnx")  # first one present wins
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
 
 
 class ListenError(RuntimeError):
     """A problem with the audio input, reported as one line."""
+
+
+class DeviceLost(ListenError):
+    """The input device stopped mid-run; carries the listener so its statistics can still be shown."""
+
+    def __init__(self, message: str, listener: "Listener"):
+        super().__init__(message)
+        self.listener = listener
+
+
+def default_model(folder: Path | None = None) -> Path:
+    """The model used without ``--model``: the first of DEFAULT_MODELS in ``folder`` (edge/models)."""
+    folder = MODELS_DIR if folder is None else folder
+    for name in DEFAULT_MODELS:
+        if (folder / name).is_file():
+            return folder / name
+    raise ModelFileError(f"no --model given and no default model in {folder} (looked for "
+                         f"{' or '.join(DEFAULT_MODELS)}); export one, e.g. `python -m export.to_onnx RUN_DIR "
+                         f"--out {folder / 'audionet.onnx'}`, or pass --model FILE.onnx")
+
+
+def audio_files(paths) -> list:
+    """Files named on the command line, in order; a folder stands for its audio files, sorted by name."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise AudioFileError(f"{path}: folder holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            files.extend(found)
+        else:
+            files.append(path)  # load_audio names it if it is missing or unreadable
+    return files
 
 
 class RingBuffer:
@@ -66,22 +106,32 @@ def level_dbfs(samples: np.ndarray) -> float:
 
 
 class Listener:
-    """Turns a stream of mono blocks into one report per window: classify, smooth, gate, print."""
+    """Turns a stream of mono blocks into one report per window: classify, smooth, gate, print.
+
+    One listener serves a live stream or a series of files (:meth:`start` before each); the counts
+    and latency statistics cover everything it has seen.
+    """
 
     def __init__(self, classifier: Classifier, rate: int, args, source: str | None = None):
         self.classifier = classifier
-        self.rate = rate
         self.args = args
-        self.source = source
-        self.window = int(round(classifier.clip_seconds * rate))
-        self.hop = max(1, int(round(args.hop * rate)))
-        self.ring = RingBuffer(self.window)
-        self.next_end = self.window
-        self.history = collections.deque(maxlen=args.smooth)
-        self.latencies_ms = collections.deque(maxlen=LATENCY_HISTORY)
+        self.latencies_ms = {part: collections.deque(maxlen=LATENCY_HISTORY)
+                             for part in ("frontend", "inference", "total")}
         self.windows = 0
         self.skipped = 0
         self.overflows = 0
+        self.start(rate, source)
+
+    def start(self, rate: int, source: str | None = None):
+        """Begin a new stream (a file, or the device) at ``rate``: empty ring buffer, no smoothing history."""
+        self.rate = rate
+        self.source = source
+        self.window = int(round(self.classifier.clip_seconds * rate))
+        self.hop = max(1, int(round(self.args.hop * rate)))
+        self.ring = RingBuffer(self.window)
+        self.next_end = self.window
+        self.history = collections.deque(maxlen=self.args.smooth)
+        self.source_windows = 0
 
     def push(self, block: np.ndarray):
         """Add mono samples; classify the latest window each time a hop boundary is crossed."""
@@ -94,36 +144,44 @@ class Listener:
 
     def finish(self):
         """A stream shorter than one window still gets one (zero-padded) report."""
-        if self.windows == 0 and self.ring.count > 0:
+        if self.source_windows == 0 and self.ring.count > 0:
             self.report(self.ring.latest())
 
     def report(self, window: np.ndarray):
         level = level_dbfs(window)
-        latency = None
+        timing = {"frontend": None, "inference": None, "total": None}
         if level < self.args.silence_db:
             self.history.clear()
             status, top = "silence", []
         else:
             start = time.perf_counter()
-            self.history.append(self.classifier.predict(window, self.rate))
-            latency = (time.perf_counter() - start) * 1000
-            self.latencies_ms.append(latency)
+            features = self.classifier.features(window, self.rate)
+            middle = time.perf_counter()
+            self.history.append(self.classifier.infer(features))
+            end = time.perf_counter()
+            timing = {"frontend": (middle - start) * 1000, "inference": (end - middle) * 1000,
+                      "total": (end - start) * 1000}
+            for part, ms in timing.items():
+                self.latencies_ms[part].append(ms)
             top = self.classifier.top_k(np.mean(self.history, axis=0), self.args.top_k)
             status = "ok" if top[0][1] >= self.args.threshold else "uncertain"
         self.windows += 1
+        self.source_windows += 1
         end_s = self.ring.count / self.rate
+        rounded = {part: None if ms is None else round(ms, 2) for part, ms in timing.items()}
         self.emit({"time": datetime.now().isoformat(timespec="milliseconds"), **({"file": self.source} if self.source else {}),
                    "start_s": round(max(0.0, end_s - self.window / self.rate), 3), "end_s": round(end_s, 3),
                    "status": status, "label": top[0][0] if status == "ok" else None,
                    "top": [{"label": label, "probability": round(p, 4)} for label, p in top],
-                   "level_dbfs": round(level, 1), "latency_ms": None if latency is None else round(latency, 2),
+                   "level_dbfs": round(level, 1), "latency_ms": rounded["total"],
+                   "frontend_ms": rounded["frontend"], "inference_ms": rounded["inference"],
                    "overflows": self.overflows, "skipped": self.skipped})
 
     def emit(self, result: dict):
         if self.args.json:
             line = json.dumps(result)
         else:
-            when = f"{result['end_s']:7.1f}s" if self.source else result["time"][11:19]
+            when = f"{Path(self.source).name}  {result['end_s']:5.1f}s" if self.source else result["time"][11:19]
             ranked = " | ".join(f"{t['label']} {t['probability']:.2f}" for t in result["top"])
             if result["status"] == "silence":
                 line = f"{when}  silence ({result['level_dbfs']:.0f} dBFS)"
@@ -136,23 +194,43 @@ class Listener:
         print(line, flush=True)
 
     def summary(self) -> str:
+        """Window count, latency statistics (front end + inference) and input problems, one line."""
         text = f"windows {self.windows}"
-        if self.latencies_ms:
-            ms = np.asarray(self.latencies_ms)
-            text += (f"; latency per window median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms"
-                     f" (last {len(ms)} classified)")
+        total = self.latencies_ms["total"]
+        if total:
+            def stats(part):
+                ms = np.asarray(self.latencies_ms[part])
+                return f"median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms"
+            text += (f"; latency per window {stats('total')} (front end {stats('frontend')}; inference "
+                     f"{stats('inference')}; last {len(total)} classified)")
         return text + f"; input overflows {self.overflows}; windows skipped {self.skipped}"
 
 
-def classify_file(classifier: Classifier, args) -> Listener:
+def classify_file(listener: Listener, path):
     """Stream a recording through the listener, split at the window boundaries the microphone would hit."""
-    waveform, rate = load_audio(args.file)
-    listener = Listener(classifier, rate, args, source=str(args.file))
+    waveform, rate = load_audio(path)
+    listener.start(rate, source=str(path))
     ends = range(listener.window, len(waveform) + 1, listener.hop)
     for block in np.split(waveform, list(ends)):
         listener.push(block)
     listener.finish()
-    return listener
+
+
+def classify_files(classifier: Classifier, args) -> tuple:
+    """Classify every file of ``--file`` (folders expanded); (listener, number of unreadable files).
+
+    An unreadable file is reported on stderr and skipped, so one bad file does not stop a folder.
+    """
+    files = audio_files(args.file)
+    listener = Listener(classifier, classifier.sample_rate, args)
+    failed = 0
+    for path in files:
+        try:
+            classify_file(listener, path)
+        except AudioFileError as err:
+            print(f"edge.listen: error: {err}", file=sys.stderr)
+            failed += 1
+    return listener, failed
 
 
 def import_sounddevice():
@@ -222,15 +300,15 @@ def listen_live(classifier: Classifier, args) -> Listener:
                 try:
                     chunk = [blocks.get(timeout=DEVICE_TIMEOUT_S)]
                 except queue.Empty:
-                    raise ListenError(f"input device {info['name']!r} stopped delivering audio "
-                                      f"(disconnected?)") from None
+                    raise DeviceLost(f"input device {info['name']!r} stopped delivering audio for "
+                                     f"{DEVICE_TIMEOUT_S:g} s (disconnected?)", listener) from None
                 while not blocks.empty():
                     chunk.append(blocks.get_nowait())
                 listener.push(np.concatenate(chunk).mean(axis=1))
     except KeyboardInterrupt:
         pass
     except sd.PortAudioError as err:
-        raise ListenError(f"input device {info['name']!r}: {err}") from None
+        raise DeviceLost(f"input device {info['name']!r}: {err}", listener) from None
     return listener
 
 
@@ -245,8 +323,11 @@ def positive(kind):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m edge.listen", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="exported ONNX model (python -m export.to_onnx)")
-    p.add_argument("--file", help="classify this recording (WAV/FLAC/OGG, any rate and channels) instead of the microphone")
+    p.add_argument("--model", help="exported ONNX model (python -m export.to_onnx; default: "
+                   f"edge/models/{DEFAULT_MODELS[0]}, else edge/models/{DEFAULT_MODELS[1]})")
+    p.add_argument("--file", nargs="+", metavar="PATH",
+                   help="classify these recordings (WAV/FLAC/OGG, any rate and channels; a folder means all its "
+                        "audio files, sorted) instead of the microphone")
     p.add_argument("--device", help="input device index or name fragment (default: the system default input)")
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     p.add_argument("--hop", type=positive(float), default=1.0, help="seconds between windows")
@@ -256,30 +337,37 @@ def parse_args(argv=None):
                    help="below this top-1 probability report 'uncertain' instead of a label")
     p.add_argument("--silence-db", type=float, default=-60.0,
                    help="windows quieter than this RMS level (dBFS) are reported as silence, not classified")
-    p.add_argument("--threads", type=positive(int), default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=positive(int), default=min(4, os.cpu_count() or 1),
+                   help="onnxruntime intra-op threads (default: CPU cores, at most 4)")
     p.add_argument("--seconds", type=positive(float), help="stop after this many seconds of audio")
     p.add_argument("--json", action="store_true", help="print one JSON object per window")
-    args = p.parse_args(argv)
-    if not args.list_devices and not args.model:
-        p.error("--model is required (unless --list-devices)")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    failed = 0
     try:
         if args.list_devices:
             print(list_devices())
             return 0
-        classifier = Classifier(args.model, threads=args.threads)
-        listener = classify_file(classifier, args) if args.file else listen_live(classifier, args)
+        classifier = Classifier(args.model or default_model(), threads=args.threads)
+        if args.file:
+            listener, failed = classify_files(classifier, args)
+        else:
+            listener = listen_live(classifier, args)
+    except DeviceLost as err:
+        print(err.listener.summary(), file=sys.stderr)
+        print(f"edge.listen: error: {err}", file=sys.stderr)
+        return 1
     except (ModelFileError, ModelMetadataError, AudioFileError, ListenError) as err:
         print(f"edge.listen: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C while loading or classifying files (live capture handles its own)
         return 130
-    print(listener.summary(), file=sys.stderr)
-    return 0
+    if listener.windows:
+        print(listener.summary(), file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

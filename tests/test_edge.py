@@ -9,7 +9,8 @@ import pytest
 import soundfile as sf
 
 from edge.classifier import Classifier, ModelFileError, softmax, top_k
-from edge.listen import Listener, RingBuffer, level_dbfs, main, parse_args
+from edge import listen
+from edge.listen import Listener, RingBuffer, default_model, level_dbfs, main, parse_args
 from edge.metadata import ModelMetadataError
 from edge_models import CLASSES, HIGH_HZ, LOW_HZ, image_model, tone, write_clip
 
@@ -168,11 +169,56 @@ def test_unknown_device_is_one_line_error(tone_models, capsys):
 
 
 def test_bad_arguments_exit_with_usage(capsys):
-    for argv in (["--file", "x.wav"], ["--model", "m.onnx", "--hop", "0"], ["--model", "m.onnx", "--smooth", "-1"]):
+    for argv in (["--file"], ["--model", "m.onnx", "--hop", "0"], ["--model", "m.onnx", "--smooth", "-1"]):
         with pytest.raises(SystemExit) as exit_info:
             parse_args(argv)
         assert exit_info.value.code == 2
-    assert "--model is required" in capsys.readouterr().err
+    assert "--smooth: must be positive" in capsys.readouterr().err
+
+
+def test_files_and_folders_are_classified_in_order(tone_models, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_clip(folder / "b_high.flac", HIGH_HZ, rate=48000)
+    write_clip(folder / "a_low.ogg", LOW_HZ, seconds=6.0, rate=16000)
+    (folder / "notes.txt").write_text("not audio")  # ignored: not an audio file name
+    single = write_clip(tmp_path / "single.wav", HIGH_HZ)
+    code, windows, err = listen_json(capsys, "--model", tone_models["image"], "--file", single, folder)
+    assert code == 0, err
+    assert [(Path(w["file"]).name, w["end_s"], w["label"]) for w in windows] == [
+        ("single.wav", 5.0, "high_tone"), ("a_low.ogg", 5.0, "low_tone"), ("a_low.ogg", 6.0, "low_tone"),
+        ("b_high.flac", 5.0, "high_tone")]
+    assert "windows 4; latency per window median" in err
+    assert main(["--model", str(tone_models["image"]), "--file", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines] == [["a_low.ogg", "5.0s", "low_tone"], ["a_low.ogg", "6.0s", "low_tone"],
+                                                    ["b_high.flac", "5.0s", "high_tone"]]
+
+
+def test_bad_file_in_a_folder_is_reported_and_skipped(tone_models, tmp_path, capsys):
+    (tmp_path / "a_broken.wav").write_bytes(b"RIFF garbage")
+    write_clip(tmp_path / "b_low.wav", LOW_HZ)
+    code, windows, err = listen_json(capsys, "--model", tone_models["waveform"], "--file", tmp_path)
+    assert code == 1 and [w["label"] for w in windows] == ["low_tone"]
+    assert "edge.listen: error:" in err and "a_broken.wav: not a readable audio file" in err
+
+
+def test_folder_without_audio_is_an_error(tone_models, tmp_path, capsys):
+    assert main(["--model", str(tone_models["image"]), "--file", str(tmp_path)]) == 1
+    assert f"{tmp_path}: folder holds no audio files" in capsys.readouterr().err
+
+
+def test_default_model_prefers_resnet_int8_then_audionet(tone_models, tmp_path, monkeypatch, capsys):
+    with pytest.raises(ModelFileError, match="no --model given and no default model in .*export one"):
+        default_model(tmp_path)
+    (tmp_path / "audionet.onnx").write_bytes(Path(tone_models["waveform"]).read_bytes())
+    assert default_model(tmp_path) == tmp_path / "audionet.onnx"
+    (tmp_path / "resnet50-int8.onnx").write_bytes(Path(tone_models["image"]).read_bytes())
+    assert default_model(tmp_path) == tmp_path / "resnet50-int8.onnx"
+    monkeypatch.setattr(listen, "MODELS_DIR", tmp_path)
+    clip = write_clip(tmp_path / "low.wav", LOW_HZ)
+    code, [window], _ = listen_json(capsys, "--file", clip)  # no --model: the int8 ResNet-50 stand-in runs
+    assert code == 0 and window["label"] == "low_tone" and window["frontend_ms"] is not None
 
 
 def test_edge_runs_without_torch_librosa_or_portaudio(tone_models, tmp_path):
