@@ -113,6 +113,14 @@ def test_no_dataset_verifies_on_synthetic_inputs(tmp_path, monkeypatch):
     assert Classifier(out).meta["model_name"] == "audionet"
 
 
+def test_threads_must_be_positive_integers(tmp_path, capsys):
+    run = audionet_run(tmp_path / "run")
+    with pytest.raises(SystemExit):
+        to_onnx.main([str(run), "--threads", "0,2"])
+    assert "--threads" in capsys.readouterr().err
+    assert to_onnx.parse_args([str(run), "--threads", "2,1,2"]).threads == [1, 2]
+
+
 def test_bad_checkpoint_error_names_the_file(tmp_path, capsys):
     run = audionet_run(tmp_path / "run")
     (run / "best.pt").write_bytes(b"not a checkpoint")
@@ -135,10 +143,29 @@ def test_int8_has_the_metadata_and_runs(tmp_path, fake_esc50):
     assert report["bytes"] < (run / "model.onnx").stat().st_size
     assert report["quantisation"]["format"] == "QDQ" and report["quantisation"]["per_channel"]
     assert report["calibration_data"].startswith("4 training clips")
+    assert set(report["latency_ms"]) == {"1"} and report["latency_ms"]["1"] > 0
+    assert report["speedup_vs_fp32"]["1"] == pytest.approx(
+        json.loads((run / "model.report.json").read_text())["fp32"]["latency_ms"]["1"] / report["latency_ms"]["1"])
+    assert report["targets"]["accuracy_met"] is True and report["targets"]["min_speedup"] == 1.5
+
+
+def test_dynamic_int8_quantises_the_convolutions(audionet_export, tmp_path):
+    """The dynamic baseline of benchmarks/export.py: ConvInteger nodes, same outputs shape, close logits."""
+    from export.quantize import quantize_dynamic_int8
+
+    run, _ = audionet_export
+    out = tmp_path / "dynamic.onnx"
+    assert quantize_dynamic_int8(run / "model.onnx", out)["mode"] == "dynamic"
+    assert "ConvInteger" in {node.op_type for node in onnx.load(str(out)).graph.node}
+    x = np.random.default_rng(0).standard_normal((2, 1, 40000)).astype(np.float32)
+    fp32 = Classifier(run / "model.onnx").session.run(["logits"], {"input": x})[0]
+    int8 = Classifier(out).session.run(["logits"], {"input": x})[0]
+    assert int8.shape == fp32.shape and np.abs(int8 - fp32).max() < 0.1 * np.abs(fp32).max()
 
 
 def test_int8_accuracy_gate_keeps_fp32_and_drops_int8(tmp_path, fake_esc50):
     run = audionet_run(tmp_path / "run")
+    (run / "model.int8.onnx").write_bytes(b"int8 model of an earlier export")
     assert to_onnx.main([str(run), "--int8", "--data", str(fake_esc50), "--max-int8-drop", "-200", *FAST]) == 1
     assert (run / "model.onnx").is_file() and not (run / "model.int8.onnx").exists()
     assert not json.loads((run / "model.report.json").read_text())["passed"]

@@ -1,0 +1,57 @@
+"""CPU latency of exported models: median onnxruntime time per window at batch 1, models interleaved."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+from edge.classifier import open_session
+from edge.metadata import INPUT_NAME, OUTPUT_NAME
+
+
+def median_latency_ms(paths: dict, window: np.ndarray, threads: int, repeats: int = 50, warmup: int = 5) -> dict:
+    """{name: median ms of one ``session.run`` on ``window`` (batch of one)} for every model in ``paths``.
+
+    The models take turns call by call, so a change in machine load shifts all of them alike.
+    """
+    sessions = {name: open_session(path, threads) for name, path in paths.items()}
+    feed = {INPUT_NAME: window[:1]}
+    times = {name: [] for name in sessions}
+    for i in range(warmup + repeats):
+        for name, session in sessions.items():
+            start = time.perf_counter()
+            session.run([OUTPUT_NAME], feed)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+
+
+def latency_table(paths: dict, window: np.ndarray, threads: list, repeats: int) -> dict:
+    """{name: {str(threads): median ms}} for each thread count."""
+    table = {name: {} for name in paths}
+    for n in threads:
+        for name, ms in median_latency_ms(paths, window, n, repeats).items():
+            table[name][str(n)] = ms
+    return table
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What the latency numbers were measured on."""
+    import onnxruntime
+
+    return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
