@@ -339,6 +339,8 @@ def parse_args(argv=None):
                    help="windows quieter than this RMS level (dBFS) are reported as silence, not classified")
     p.add_argument("--threads", type=positive(int), default=min(4, os.cpu_count() or 1),
                    help="onnxruntime intra-op threads (default: CPU cores, at most 4)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="lighter graph optimisation: much lower peak memory for large fp32 models, a little slower")
     p.add_argument("--seconds", type=positive(float), help="stop after this many seconds of audio")
     p.add_argument("--json", action="store_true", help="print one JSON object per window")
     return p.parse_args(argv)
@@ -351,7 +353,7 @@ def main(argv=None) -> int:
         if args.list_devices:
             print(list_devices())
             return 0
-        classifier = Classifier(args.model or default_model(), threads=args.threads)
+        classifier = Classifier(args.model or default_model(), threads=args.threads, low_memory=args.low_memory)
         if args.file:
             listener, failed = classify_files(classifier, args)
         else:

@@ -231,3 +231,13 @@ def test_edge_runs_without_torch_librosa_or_portaudio(tone_models, tmp_path):
                              cwd=REPO, capture_output=True, text=True, check=True)
         *windows, verdict = run.stdout.strip().splitlines()
         assert verdict == "0 []" and json.loads(windows[0])["label"] == "low_tone"
+
+
+def test_low_memory_sessions_give_the_same_probabilities(tone_models, tmp_path, capsys):
+    wave = tone(LOW_HZ, 5.0, 44100)[:, 0]
+    for model in tone_models.values():
+        assert Classifier(model, low_memory=True).predict(wave, 44100) == pytest.approx(
+            Classifier(model).predict(wave, 44100), abs=1e-6)
+    clip = write_clip(tmp_path / "low.wav", LOW_HZ)
+    code, [window], _ = listen_json(capsys, "--model", tone_models["image"], "--file", clip, "--low-memory")
+    assert code == 0 and window["label"] == "low_tone"
