@@ -206,3 +206,22 @@ def test_ablation_table_has_the_three_variants_and_the_ensemble(fake_esc50, tmp_
     assert [r["variant"] for r in results["runs"]] == ["head-only", "staged", "staged+specaugment"]
     assert all(0.0 <= r["ensemble_test_accuracy"] <= 1.0 for r in results["runs"])
     assert "| staged+specaugment |" in (results_dir / "results.md").read_text()
+
+
+def test_ensemble_cli_averages_finished_runs(fake_esc50, tmp_path, capsys):
+    import json
+
+    from train.audionet import main as audionet_main
+    from train.ensemble import main as ensemble_main
+
+    runs = tmp_path / "runs"
+    assert audionet_main(["--data", str(fake_esc50), "--out", str(runs), "--epochs", "1", "--depth", "5",
+                          "--seeds", "0,1", "--batch-size", "4", "--no-progress", "--device", "cpu"]) == 0
+    run_dirs = sorted(str(p) for p in runs.iterdir() if p.is_dir())
+    assert len(run_dirs) == 2
+    assert ensemble_main([*run_dirs, "--data", str(fake_esc50), "--out", str(tmp_path / "ens.json")]) == 0
+    result = json.loads((tmp_path / "ens.json").read_text())
+    assert set(result["runs"]) == set(run_dirs) and result["test_clips"] == 2
+    assert 0.0 <= result["ensemble"] <= 1.0
+    assert ensemble_main([run_dirs[0], str(tmp_path / "nothing")]) == 2
+    assert "no metrics.json" in capsys.readouterr().err

@@ -76,3 +76,32 @@ def ensemble_accuracy(run_dirs, data_dir, device="auto", log_mels=None) -> dict:
     accuracy = {str(run): float((p.argmax(1) == targets).mean()) for run, (p, _, _) in zip(run_dirs, outputs)}
     mean = np.mean([p for p, _, _ in outputs], axis=0)
     return {"runs": accuracy, "ensemble": float((mean.argmax(1) == targets).mean()), "test_clips": len(targets)}
+
+
+def main(argv=None) -> int:
+    """``python -m train.ensemble RUN RUN... [--data DIR] [--out FILE]``: ensemble finished runs."""
+    import argparse
+    import os
+    import sys
+
+    from edge.atomic import write_json
+
+    parser = argparse.ArgumentParser(prog="python -m train.ensemble", description=main.__doc__)
+    parser.add_argument("runs", nargs="+", help="finished run folders tested on the same fold")
+    parser.add_argument("--data", default=os.environ.get("ESC50_DIR", "data/ESC-50"), help="ESC-50 folder")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--out", help="write the result as JSON here too")
+    args = parser.parse_args(argv)
+    try:
+        result = ensemble_accuracy(args.runs, args.data, args.device)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    if args.out:
+        write_json(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
