@@ -32,21 +32,22 @@ class WindowReader(CalibrationDataReader):
 
 
 def quantize_int8(fp32_path, out_path, calibration: np.ndarray, method: str = "minmax",
-                  activations: str = "uint8", reduce_range: bool = False) -> dict:
+                  activations: str = "uint8", reduce_range: bool = False, per_channel: bool = True) -> dict:
     """Write the static int8 (QDQ) version of ``fp32_path`` to ``out_path``; returns the settings used.
 
     ``calibration`` holds model inputs (windows, ...) from training clips; the graph is first
     optimised and shape-inferred by ``quant_pre_process`` as onnxruntime recommends.
     """
-    settings = {"mode": "static", "format": "QDQ", "per_channel": True, "weights": "int8",
+    settings = {"mode": "static", "format": "QDQ", "per_channel": per_channel, "weights": "int8",
                 "activations": activations, "reduce_range": reduce_range, "calibration_method": method,
                 "calibration_windows": len(calibration)}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
         quantize_static(str(prepared), str(out_path), WindowReader(calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=reduce_range, activation_type=ACTIVATIONS[activations],
-                        weight_type=QuantType.QInt8, calibrate_method=METHODS[method])
+                        per_channel=per_channel, reduce_range=reduce_range,
+                        activation_type=ACTIVATIONS[activations], weight_type=QuantType.QInt8,
+                        calibrate_method=METHODS[method])
     return settings
 
 
