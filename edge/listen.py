@@ -18,6 +18,7 @@ import argparse
 import collections
 import json
 import queue
+import signal
 import sys
 import os
 import time
@@ -276,9 +277,17 @@ def list_devices() -> str:
     return "\n".join(lines) if lines else "no input devices found"
 
 
+def stop_on_sigterm():
+    """Make SIGTERM (systemctl stop) end live capture like Ctrl-C: clean stop, statistics printed."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def listen_live(classifier: Classifier, args) -> Listener:
-    """Capture from the input device until --seconds of audio, Ctrl-C, or the device goes away."""
+    """Capture from the input device until --seconds of audio, Ctrl-C/SIGTERM, or the device goes away."""
     sd = import_sounddevice()
+    stop_on_sigterm()
     info = input_device(sd, args.device)
     channels = min(2, info["max_input_channels"])
     rate = supported_rate(sd, info, channels)
@@ -367,7 +376,7 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:  # Ctrl-C while loading or classifying files (live capture handles its own)
         return 130
-    if listener.windows:
+    if listener.windows or not args.file:
         print(listener.summary(), file=sys.stderr)
     return 1 if failed else 0
 

@@ -190,13 +190,14 @@ def test_live_silence_is_reported_not_classified(mic, tone_models):
     assert [w["status"] for w in windows] == ["silence", "silence"] and windows[0]["top"] == []
 
 
-def test_ctrl_c_stops_cleanly_with_latency_statistics(mic, tone_models):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "systemctl-stop"])
+def test_ctrl_c_stops_cleanly_with_latency_statistics(mic, tone_models, stop):
     server, feeder = mic
     feeder.play(tone(HIGH_HZ, 20.0, MIC_RATE)[:, 0])
     listener = start_listener(server, tone_models["image"])
     lines = [listener.stdout.readline() for _ in range(2)]
     assert all("high_tone" in line.split("|")[0] for line in lines), lines
-    listener.send_signal(signal.SIGINT)
+    listener.send_signal(stop)
     out, err = listener.communicate(timeout=30)
     assert listener.returncode == 0 and "Traceback" not in err, err
     assert "latency per window median" in err and "p95" in err and "input overflows" in err
