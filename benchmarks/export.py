@@ -105,7 +105,7 @@ def benchmark_model(name: str, run_dir, args, folder: Path) -> dict:
     settings["dynamic"] = quantize_dynamic_int8(fp32, paths["dynamic"])
 
     reference = logits_onnx(Classifier(fp32, max(args.threads)).session, evaluation.x)
-    latency = latency_table(paths, evaluation.x, args.threads, args.repeats[name])
+    latency, other_load = latency_table(paths, evaluation.x, args.threads, args.repeats[name])
     variants = {}
     for variant, path in paths.items():
         logits = reference if variant == "fp32" else logits_onnx(Classifier(path, max(args.threads)).session,
@@ -118,6 +118,7 @@ def benchmark_model(name: str, run_dir, args, folder: Path) -> dict:
             "onnxruntime_operators": ort_operators(path, folder)}
     return {"source": str(run.path), "trained": trained, "evaluation_data": evaluation.source,
             "calibration_data": calibration.source, "repeats": args.repeats[name],
+            "other_processes_cpu_share_while_timing": other_load,
             "fp32_parity_vs_torch": compare(logits_torch(model, evaluation.x), reference),
             "variants": variants}
 

@@ -28,13 +28,43 @@ def median_latency_ms(paths: dict, window: np.ndarray, threads: int, repeats: in
     return {name: 1000 * float(np.median(t)) for name, t in times.items()}
 
 
-def latency_table(paths: dict, window: np.ndarray, threads: list, repeats: int) -> dict:
-    """{name: {str(threads): median ms}} for each thread count."""
+def latency_table(paths: dict, window: np.ndarray, threads: list, repeats: int) -> tuple:
+    """({name: {str(threads): median ms}} for each thread count, CPU share other processes took meanwhile)."""
     table = {name: {} for name in paths}
+    busy = OtherProcessesLoad()
     for n in threads:
         for name, ms in median_latency_ms(paths, window, n, repeats).items():
             table[name][str(n)] = ms
-    return table
+    return table, busy.share()
+
+
+class OtherProcessesLoad:
+    """Fraction of all CPUs' time used by other processes since creation (Linux /proc/stat; else None).
+
+    Latency measured while something else runs is not this machine's latency; the report says how much
+    else ran.
+    """
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                jiffies = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        times = os.times()
+        return sum(jiffies) / hz, (jiffies[3] + jiffies[4]) / hz, times.user + times.system
+
+    def share(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None or end[0] <= self.start[0]:
+            return None
+        total, idle, own = (e - s for e, s in zip(end, self.start))
+        return round(max(0.0, (total - idle - own) / total), 3)
 
 
 def cpu_name() -> str:
@@ -50,7 +80,7 @@ def cpu_name() -> str:
 
 
 def machine() -> dict:
-    """What the latency numbers were measured on."""
+    """What the latency numbers were measured on, and how busy it was (1-, 5-, 15-minute load)."""
     import onnxruntime
 
     return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),

@@ -280,7 +280,8 @@ def export(args) -> dict:
 
 def add_latency(report: dict, paths: dict, x: np.ndarray, args):
     """Time the written models (interleaved) and put the medians, speed-up and targets into ``report``."""
-    table = latency_table(paths, x, args.threads, args.latency_repeats)
+    table, report["latency"]["other_processes_cpu_share"] = latency_table(paths, x, args.threads,
+                                                                          args.latency_repeats)
     for name, ms in table.items():
         report[name]["latency_ms"] = ms
     if "int8" in table:
