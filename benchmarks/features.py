@@ -62,11 +62,25 @@ def machine() -> dict:
             "torch": torch.__version__, "load_average_at_start": list(os.getloadavg())}
 
 
+def training_processes() -> list:
+    """[{pid, state}] of training runs on this machine (state "T": paused, as it should be while measuring)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "train.audionet" in cmdline or "train.resnet" in cmdline:
+            found.append({"pid": int(proc.name), "state": state})
+    return found
+
+
 def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "edge", "train"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "edge", "train"], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -95,6 +109,7 @@ def main(argv=None) -> int:
     frontend = FrontEnd()
     rng = np.random.default_rng(0)
     info = machine()
+    info["training_processes_at_start"] = training_processes()
 
     # one 5-s window: the same 44.1 kHz clip again and again (after a few warm-up calls)
     wave, rate = load_audio(clips[0].path)
@@ -118,6 +133,7 @@ def main(argv=None) -> int:
         cached = timed(lambda i: dataset[int(order[i])], len(order))
         del dataset, log_mels
 
+    info["load_average_at_end"] = list(os.getloadavg())
     results = {
         "frontend_window": summary(window),
         "on_the_fly_item": summary(on_the_fly),
