@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Show that the `edge` extra installs and classifies a file on aarch64 (Raspberry Pi OS 64-bit is Debian
+# arm64), by running a Debian bookworm arm64 chroot under qemu-user emulation on an x86-64 machine.
+# Speed under emulation says nothing about a real Pi; this checks installability and correctness only.
+#
+# Needs root, network access to deb.debian.org and PyPI, and apt packages qemu-user-static debootstrap.
+# About 10 minutes for debootstrap and 5-15 for pip under emulation on a 2-core x86-64 machine.
+# Usage: sudo bash benchmarks/aarch64_check.sh MODEL.onnx AUDIO_FILE_OR_FOLDER [CHROOT_DIR]
+# Writes benchmarks/results/aarch64.json (through edge.atomic) and prints the classification.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+model=$(realpath "$1"); audio=$(realpath "$2"); root=${3:-/tmp/arm64-chroot}
+python=${PYTHON:-python3}
+
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then  # the package registers it under systemd only
+  cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
+fi
+
+t0=$(date +%s)
+if [ ! -x "$root/usr/bin/python3" ]; then
+  debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,libportaudio2,libsndfile1,ca-certificates \
+    bookworm "$root" http://deb.debian.org/debian
+fi
+t1=$(date +%s)
+
+mkdir -p "$root/proc" "$root/sys" "$root/dev" "$root/work"
+mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
+mountpoint -q "$root/sys" || mount -t sysfs sysfs "$root/sys"  # onnxruntime reads the CPU list there
+mountpoint -q "$root/dev" || mount --bind /dev "$root/dev"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+cleanup() { umount "$root/proc" "$root/sys" "$root/dev" 2>/dev/null || true; }
+trap cleanup EXIT
+
+rm -rf "$root/work/src" && mkdir -p "$root/work/src" "$root/work/data"
+# The package source only (no .venv, runs or data): pyproject.toml, README.md and the three packages.
+tar -C "$repo" --exclude='__pycache__' -cf - pyproject.toml README.md edge train export | tar -C "$root/work/src" -xf -
+cp "$model" "$root/work/data/model.onnx"
+if [ -d "$audio" ]; then cp -r "$audio" "$root/work/data/audio"; else cp "$audio" "$root/work/data/"; fi
+audio_in=/work/data/$( [ -d "$audio" ] && echo audio || basename "$audio")
+
+# Commands run in the chroot with a clean environment (the host's pip settings do not apply there).
+# Behind a TLS-intercepting proxy pip needs the host's CA bundle (PIP_CERT or SSL_CERT_FILE on the host).
+ca=${PIP_CERT:-${SSL_CERT_FILE:-}}
+cert_env=()
+if [ -n "$ca" ] && [ -f "$ca" ]; then
+  cp "$ca" "$root/work/ca.crt"
+  cert_env=(PIP_CERT=/work/ca.crt SSL_CERT_FILE=/work/ca.crt REQUESTS_CA_BUNDLE=/work/ca.crt)
+fi
+in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "${cert_env[@]}" "$@"; }
+
+in_root /bin/sh -c 'rm -rf /work/venv && python3 -m venv /work/venv && /work/venv/bin/pip install -q "/work/src[edge]"'
+t2=$(date +%s)
+in_root /work/venv/bin/python -m edge.listen --model /work/data/model.onnx --file "$audio_in" --json \
+  > /tmp/aarch64-out.jsonl
+t3=$(date +%s)
+cat /tmp/aarch64-out.jsonl
+arch=$(in_root uname -m)
+versions=$(in_root /work/venv/bin/python -c 'import importlib.metadata as m, json, platform; print(json.dumps({"python": platform.python_version(), **{p: m.version(p) for p in ("numpy", "onnxruntime", "sounddevice", "soundfile", "soxr")}}))')
+
+cd "$repo" && "$python" - "$arch" "$versions" "$model" "$audio" $((t1 - t0)) $((t2 - t1)) $((t3 - t2)) <<'PY'
+import json, sys
+from edge.atomic import write_json
+arch, versions, model, audio, boot_s, install_s, classify_s = sys.argv[1:]
+windows = [json.loads(line) for line in open("/tmp/aarch64-out.jsonl")]
+labels = {}
+for w in windows:
+    labels.setdefault(w.get("file", audio), []).append(w["label"])
+write_json({"what": "edge extra installed and --file classification run in a Debian bookworm arm64 chroot "
+                    "under qemu-user-static (emulated; timings are not Raspberry Pi speed)",
+            "uname_m": arch, "packages": json.loads(versions), "model": model, "audio": audio,
+            "debootstrap_s": int(boot_s), "pip_install_s": int(install_s), "classify_s_emulated": int(classify_s),
+            "windows": len(windows), "labels_per_file": labels}, "benchmarks/results/aarch64.json")
+print("wrote benchmarks/results/aarch64.json")
+PY
