@@ -24,7 +24,8 @@ def open_session(path, threads: int = 1, low_memory: bool = False):
 
     ``low_memory`` stops at the "extended" graph optimisations: the x86 layout transformation of the
     "all" level copies every convolution weight while the session loads, which nearly doubles the
-    peak memory of a large fp32 model (ResNet-50: about 320 MB instead of 190 MB) for ~15% speed.
+    peak memory of a large fp32 model (ResNet-50: about 320 MB instead of 190 MB); without it
+    inference is 20-40% faster on x86 (benchmarks/results/edge.json).
     """
     import onnxruntime as ort
 

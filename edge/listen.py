@@ -37,6 +37,7 @@ LATENCY_HISTORY = 10000  # windows kept for the latency statistics (bounded for 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODELS = ("resnet50-int8.onnx", "audionet.onnx")  # first one present wins
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
+LOW_MEMORY_ABOVE_MB = 50  # larger model files load with --low-memory unless --no-low-memory
 
 
 class ListenError(RuntimeError):
@@ -60,6 +61,13 @@ def default_model(folder: Path | None = None) -> Path:
     raise ModelFileError(f"no --model given and no default model in {folder} (looked for "
                          f"{' or '.join(DEFAULT_MODELS)}); export one, e.g. `python -m export.to_onnx RUN_DIR "
                          f"--out {folder / 'audionet.onnx'}`, or pass --model FILE.onnx")
+
+
+def wants_low_memory(model: Path, flag: bool | None) -> bool:
+    """--low-memory / --no-low-memory, else on for model files over LOW_MEMORY_ABOVE_MB."""
+    if flag is not None:
+        return flag
+    return model.is_file() and model.stat().st_size > LOW_MEMORY_ABOVE_MB * 1e6
 
 
 def audio_files(paths) -> list:
@@ -348,8 +356,9 @@ def parse_args(argv=None):
                    help="windows quieter than this RMS level (dBFS) are reported as silence, not classified")
     p.add_argument("--threads", type=positive(int), default=min(4, os.cpu_count() or 1),
                    help="onnxruntime intra-op threads (default: CPU cores, at most 4)")
-    p.add_argument("--low-memory", action="store_true",
-                   help="lighter graph optimisation: much lower peak memory for large fp32 models, a little slower")
+    p.add_argument("--low-memory", action=argparse.BooleanOptionalAction,
+                   help="lighter graph optimisation: much lower peak memory for large models, somewhat slower "
+                        f"inference (default: on for model files over {LOW_MEMORY_ABOVE_MB} MB, e.g. fp32 ResNet-50)")
     p.add_argument("--seconds", type=positive(float), help="stop after this many seconds of audio")
     p.add_argument("--json", action="store_true", help="print one JSON object per window")
     return p.parse_args(argv)
@@ -362,7 +371,8 @@ def main(argv=None) -> int:
         if args.list_devices:
             print(list_devices())
             return 0
-        classifier = Classifier(args.model or default_model(), threads=args.threads, low_memory=args.low_memory)
+        model = Path(args.model) if args.model else default_model()
+        classifier = Classifier(model, threads=args.threads, low_memory=wants_low_memory(model, args.low_memory))
         if args.file:
             listener, failed = classify_files(classifier, args)
         else:

@@ -241,3 +241,12 @@ def test_low_memory_sessions_give_the_same_probabilities(tone_models, tmp_path, 
     clip = write_clip(tmp_path / "low.wav", LOW_HZ)
     code, [window], _ = listen_json(capsys, "--model", tone_models["image"], "--file", clip, "--low-memory")
     assert code == 0 and window["label"] == "low_tone"
+
+
+def test_low_memory_by_default_only_for_large_model_files(tone_models, tmp_path):
+    small = Path(tone_models["image"])
+    large = tmp_path / "large.onnx"
+    with open(large, "wb") as f:
+        f.truncate(int(listen.LOW_MEMORY_ABOVE_MB * 1e6) + 1)
+    assert not listen.wants_low_memory(small, None) and listen.wants_low_memory(large, None)
+    assert listen.wants_low_memory(small, True) and not listen.wants_low_memory(large, False)
