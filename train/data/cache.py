@@ -102,8 +102,7 @@ def fill_parallel(npy: Path, frontend: FrontEnd, paths: list, jobs: int, progres
                 bar.update(fill(npy, frontend.to_json(), start, chunk))
             return
         # spawn: safe even when the caller has torch (and its thread pools) loaded
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool, \
-                single_threaded_children():
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(fill, npy, frontend.to_json(), start, chunk) for start, chunk in chunks]
             try:
                 for future in as_completed(futures):
@@ -111,24 +110,6 @@ def fill_parallel(npy: Path, frontend: FrontEnd, paths: list, jobs: int, progres
             except BaseException:  # a bad clip or Ctrl-C: drop the queued chunks instead of finishing them
                 pool.shutdown(cancel_futures=True)
                 raise
-
-
-@contextmanager
-def single_threaded_children():
-    """Workers started inside this block get one BLAS/OpenMP thread each: one worker per core already
-    uses every core, and idle BLAS threads spinning beside them cost more CPU than the log-mels
-    (measured: 29 s of CPU for all 2000 clips with the default 2 threads, 12 s with 1)."""
-    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: "1" for name in names})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def fill(npy: Path, frontend_json: str, start: int, paths: list) -> int:
