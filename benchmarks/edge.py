@@ -181,6 +181,33 @@ def training_processes() -> list:
     return found
 
 
+def busy_processes(seconds: float = 1.0, above: float = 10.0) -> list:
+    """Other processes using more than ``above`` % of a core over ``seconds``: what else competed for the CPU."""
+    def ticks():
+        out = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(") ", 1)[1].split()
+                out[int(stat.parent.name)] = int(fields[11]) + int(fields[12])  # utime + stime
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+    before = ticks()
+    time.sleep(seconds)
+    after = ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for pid, t in after.items():
+        percent = 100 * (t - before.get(pid, t)) / hz / seconds
+        if percent > above and pid != os.getpid():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            busy.append({"pid": pid, "cpu_percent": round(percent), "command": cmd[:100]})
+    return busy
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -199,7 +226,7 @@ def measure(args):
     threads = os.cpu_count()
     training = training_processes()
     report = {"command": "python benchmarks/edge.py measure", "machine": machine(),
-              "training_processes": training,
+              "training_processes": training, "other_busy_processes_at_start": busy_processes(),
               "training_paused": all(p["state"] == "T" for p in training),
               "statistic": "per 5-s window, batch 1, onnxruntime CPU; medians and p95 of repeated calls",
               "frontend": {}, "models": {}, "targets": {}}
@@ -253,6 +280,7 @@ def measure(args):
     report["torch_or_librosa_in_edge_venv"] = sorted(p.name for p in next(VENV.glob("lib/python*/site-packages")).iterdir()
                                                      if p.name.split("-")[0].lower() in ("torch", "librosa"))
     report["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]  # other work on the machine skews timings
+    report["other_busy_processes_at_end"] = busy_processes()
     write_json(report, RESULT)
     print(json.dumps(report["targets"], indent=2))
 
