@@ -311,7 +311,7 @@ def main(argv=None) -> int:
         label = "ablation" if args.ablation else args.split
         results_dir = Path(args.out) / f"resnet50-{label}-{datetime.now():%Y%m%d-%H%M%S}"
         results_dir.mkdir(parents=True)
-    log_mels, clips = load_log_mels(args.data, frontend, args.cache_dir)
+    log_mels, clips = load_log_mels(args.data, frontend, args.cache_dir, progress=not args.no_progress)
     rows = []
     for name, settings in experiments:
         if results_dir is not None:

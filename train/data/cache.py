@@ -84,9 +84,9 @@ def precompute(dataset_dir, frontend: FrontEnd, cache_dir=None, jobs: int = None
     return npy
 
 
-def load_log_mels(dataset_dir, frontend: FrontEnd, cache_dir=None) -> tuple:
+def load_log_mels(dataset_dir, frontend: FrontEnd, cache_dir=None, progress: bool = True) -> tuple:
     """(read-only memmap (N, n_mels, n_frames) float32 in read_clips() order, clips); builds the cache if needed."""
-    npy = precompute(dataset_dir, frontend, cache_dir)
+    npy = precompute(dataset_dir, frontend, cache_dir, progress=progress)
     return np.load(npy, mmap_mode="r"), read_clips(dataset_dir)
 
 
