@@ -5,7 +5,7 @@
 Each model (a training run folder, else freshly initialised weights, which time the same) is exported
 with export.to_onnx and quantised with export/quantize.py in several ways. For every variant the
 result holds the file size, the median onnxruntime CPU latency per window at batch 1 for each thread
-count (variants timed call by call in turn), top-1 agreement and max |logit diff| against fp32, test
+count (variants timed in turns of 10 calls), top-1 agreement and max |logit diff| against fp32, test
 accuracy when a trained run and ESC-50 are given, and the operators onnxruntime actually runs after
 its graph optimisations (QLinearConv for static QDQ, ConvInteger for dynamic): the reason for the
 speed differences. Writes benchmarks/results/export.json, replacing only the models it ran (so each
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     runs = {"audionet": args.audionet_run, "resnet50": args.resnet_run}
     result = {"machine": machine(), "versions": {"torch": torch.__version__, "onnx": onnx.__version__},
-              "latency": "median ms per window, batch 1, onnxruntime CPU, the variants of a model interleaved",
+              "latency": "median ms per window, batch 1, onnxruntime CPU, a model's variants in turns of 10 calls",
               "models": {}}
     if args.out.is_file():  # keep the models this call does not measure, if they were measured here
         earlier = json.loads(args.out.read_text())

@@ -1,4 +1,4 @@
-"""CPU latency of exported models: median onnxruntime time per window at batch 1, models interleaved."""
+"""CPU latency of exported models: median onnxruntime time per window at batch 1, models in turn."""
 from __future__ import annotations
 
 import os
@@ -11,21 +11,24 @@ from edge.classifier import open_session
 from edge.metadata import INPUT_NAME, OUTPUT_NAME
 
 
-def median_latency_ms(paths: dict, window: np.ndarray, threads: int, repeats: int = 50, warmup: int = 5) -> dict:
+def median_latency_ms(paths: dict, window: np.ndarray, threads: int, repeats: int = 50, block: int = 10) -> dict:
     """{name: median ms of one ``session.run`` on ``window`` (batch of one)} for every model in ``paths``.
 
-    The models take turns call by call, so a change in machine load shifts all of them alike.
+    The models take turns in blocks of ``block`` calls, so a change in machine load shifts all of them
+    alike; the first call of each block is not timed (another session's idle threads may still be
+    spinning on the CPUs then).
     """
     sessions = {name: open_session(path, threads) for name, path in paths.items()}
     feed = {INPUT_NAME: window[:1]}
     times = {name: [] for name in sessions}
-    for i in range(warmup + repeats):
+    while min(len(t) for t in times.values()) < repeats:
         for name, session in sessions.items():
-            start = time.perf_counter()
-            session.run([OUTPUT_NAME], feed)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+            for i in range(block + 1):
+                start = time.perf_counter()
+                session.run([OUTPUT_NAME], feed)
+                if i:
+                    times[name].append(time.perf_counter() - start)
+    return {name: 1000 * float(np.median(t[:repeats])) for name, t in times.items()}
 
 
 def latency_table(paths: dict, window: np.ndarray, threads: list, repeats: int) -> tuple:

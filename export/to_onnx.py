@@ -242,7 +242,7 @@ def export(args) -> dict:
               "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
                            "onnxruntime": onnxruntime.__version__, "opset": OPSET},
               "command": " ".join(["python -m export.to_onnx", *args.argv]),
-              "latency": {"statistic": "median ms per window, batch 1, onnxruntime CPU, models interleaved",
+              "latency": {"statistic": "median ms per window, batch 1, onnxruntime CPU, models in turns of 10 calls",
                           "threads": args.threads, "repeats": args.latency_repeats, "machine": machine()}}
     test_clips, train_clips, folder = dataset_clips(run, args.data)
     with staged(args.out) as tmp:
@@ -279,7 +279,7 @@ def export(args) -> dict:
 
 
 def add_latency(report: dict, paths: dict, x: np.ndarray, args):
-    """Time the written models (interleaved) and put the medians, speed-up and targets into ``report``."""
+    """Time the written models (in turns) and put the medians, speed-up and targets into ``report``."""
     table, report["latency"]["other_processes_cpu_share"] = latency_table(paths, x, args.threads,
                                                                           args.latency_repeats)
     for name, ms in table.items():
