@@ -154,7 +154,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_set, self.valid_set, self.test_set = train_set, valid_set, test_set
         self.info = checkpoint_info
-        self.metadata = dict(metadata)
+        self.metadata = {"commit": git_commit(), **metadata}  # the code the run starts with
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
         self.mixup, self.label_smoothing = mixup, label_smoothing
         self.progress = progress
@@ -417,7 +417,6 @@ class Trainer:
                      for i, name in enumerate(classes)}
         metrics = {
             **self.metadata,
-            "commit": self.metadata.get("commit") or git_commit(),
             "epochs": self.history,
             "best_epoch": best["epoch"],
             "valid_accuracy": best["valid_accuracy"],
