@@ -100,7 +100,8 @@ def test_perturbed_onnx_fails_verification_and_is_not_written(tmp_path, fake_esc
     assert "ONNX and PyTorch disagree" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "metrics.json", "model.report.json"]
     report = json.loads((run / "model.report.json").read_text())
-    assert not report["passed"] and report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] == pytest.approx(0.01, abs=1e-4)
+    assert not report["passed"]
+    assert report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] == pytest.approx(0.01, abs=1e-4)
 
 
 def test_no_dataset_verifies_on_synthetic_inputs(tmp_path, monkeypatch):
