@@ -1,0 +1,80 @@
+"""AudioNet shapes and the waveform augmentations (train/audionet.py, train/augment.py)."""
+import argparse
+
+import pytest
+import torch
+
+from train.audionet import VARIANTS, AudioNet, build_parser
+from train.augment import (AddNoise, PitchShift, RandomApply, RandomGain, SpeedChange, TimeShift,
+                           build_augment)
+
+
+@pytest.mark.parametrize("depth", sorted(VARIANTS))
+def test_logits_for_a_batch_of_5_s_clips_at_8_khz(depth):
+    model = AudioNet(n_classes=50, depth=depth).eval()
+    with torch.no_grad():
+        assert model(torch.randn(3, 1, 40000)).shape == (3, 50)
+
+
+def test_m5_is_the_books_layer_stack_with_50_outputs():
+    model = AudioNet(depth=5)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == \
+        [(128, 80, 4), (128, 3, 1), (256, 3, 1), (512, 3, 1)]
+    assert sum(isinstance(m, torch.nn.MaxPool1d) for m in model.features) == 4
+    assert model.classifier.out_features == 50
+
+
+def test_any_clip_length_works_and_logits_are_not_log_probabilities():
+    model = AudioNet(n_classes=10, depth=11).eval()
+    with torch.no_grad():
+        for samples in (8000, 40000, 64000):
+            logits = model(torch.randn(2, 1, samples))
+            assert logits.shape == (2, 10)
+    assert not torch.allclose(logits.exp().sum(1), torch.ones(2))  # no log_softmax inside
+
+
+def test_unknown_depth_is_refused():
+    with pytest.raises(ValueError, match="depth"):
+        AudioNet(depth=7)
+
+
+@pytest.mark.parametrize("augment", [RandomGain(), TimeShift(), SpeedChange(), AddNoise(), PitchShift(8000, 2)])
+def test_each_augmentation_keeps_the_shape_and_is_reproducible(augment):
+    wave = torch.sin(torch.linspace(0, 2000, 8000))[None] * 0.5
+    torch.manual_seed(3)
+    first = augment(wave.clone())
+    torch.manual_seed(3)
+    again = augment(wave.clone())
+    assert first.shape == wave.shape and torch.equal(first, again)
+
+
+def test_gain_noise_and_speed_change_the_signal_as_described():
+    wave = torch.sin(torch.linspace(0, 2000, 8000))[None] * 0.5
+    torch.manual_seed(0)
+    gained = RandomGain(max_db=6)(wave)
+    ratio = (gained.abs().max() / wave.abs().max()).item()
+    assert 10 ** (-6 / 20) - 1e-6 <= ratio <= 10 ** (6 / 20) + 1e-6
+    noisy = AddNoise(20, 20)(wave)
+    snr = 10 * torch.log10(wave.pow(2).mean() / (noisy - wave).pow(2).mean())
+    assert abs(snr.item() - 20) < 1.0
+    assert torch.equal(TimeShift(0.0)(wave), wave)
+
+
+def test_cli_switches_turn_augmentations_off():
+    args = build_parser().parse_args([])
+    assert [type(t).__name__ for t in build_augment(args, 8000).transforms] == \
+        ["RandomGain", "TimeShift", "SpeedChange", "AddNoise"]
+    args = build_parser().parse_args(["--no-gain", "--no-speed", "--pitch", "2"])
+    assert [type(t).__name__ for t in build_augment(args, 8000).transforms] == ["TimeShift", "PitchShift", "AddNoise"]
+    off = argparse.Namespace(no_gain=True, no_shift=True, no_speed=True, no_noise=True, pitch=0, augment_p=0.5)
+    assert build_augment(off, 8000) is None
+
+
+def test_random_apply_probability():
+    calls = []
+    apply = RandomApply([lambda w: calls.append(1) or w], p=0.25)
+    torch.manual_seed(0)
+    for _ in range(2000):
+        apply(torch.zeros(1, 4))
+    assert abs(len(calls) / 2000 - 0.25) < 0.04
