@@ -8,8 +8,8 @@ Every ``--hop`` seconds the latest window (the model's clip length, 5 s) is clas
 callback only copies blocks into a queue; the main thread downmixes them into a ring buffer and runs
 the model, so slow inference shows up as skipped windows, never as dropped audio. ``--file`` streams
 a recording (or every audio file of a folder) through the same ring buffer, so it sees exactly the
-windows the microphone would. Without ``--model`` it uses edge/models/resnet50-int8.onnx, else
-edge/models/audionet.onnx. Runs with numpy, onnxruntime, soundfile, soxr and sounddevice only
+windows the microphone would. Without ``--model`` it uses the first of edge/models/resnet50-int8.onnx,
+audionet-int8.onnx and audionet.onnx. Runs with numpy, onnxruntime, soundfile, soxr and sounddevice only
 (the ``edge`` extra).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ FALLBACK_RATES = (48000, 44100, 32000, 16000)
 DEVICE_TIMEOUT_S = 3.0  # no audio for this long: the device is gone
 LATENCY_HISTORY = 10000  # windows kept for the latency statistics (bounded for long runs)
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODELS = ("resnet50-int8.onnx", "audionet.onnx")  # first one present wins
+DEFAULT_MODELS = ("resnet50-int8.onnx", "audionet-int8.onnx", "audionet.onnx")  # first one present wins
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
 LOW_MEMORY_ABOVE_MB = 50  # larger model files load with --low-memory unless --no-low-memory
 
