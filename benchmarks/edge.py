@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.atomic import write_json  # noqa: E402
+from export.latency import cpu_name  # noqa: E402
+from measuring import training_processes  # noqa: E402
 
 CACHE = REPO / ".cache" / "edge-bench"
 VENV = Path("/tmp/edgevenv")
@@ -167,20 +169,6 @@ def wall_s(argv: list, cwd, repeats: int) -> dict:
     return {"median_s": round(float(np.median(times)), 3), "repeats": repeats}
 
 
-def training_processes() -> list:
-    """Training processes and their state (T = stopped): the numbers are only fair with none running."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            cmd = stat.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (stat.parent / "stat").read_text().split(") ")[1].split()[0]
-        except OSError:
-            continue
-        if "-m train." in cmd:
-            found.append({"pid": int(stat.parent.name), "state": state, "command": cmd.strip()[:120]})
-    return found
-
-
 def busy_processes(seconds: float = 1.0, above: float = 10.0) -> list:
     """Other processes using more than ``above`` % of a core over ``seconds``: what else competed for the CPU."""
     def ticks():
@@ -209,11 +197,9 @@ def busy_processes(seconds: float = 1.0, above: float = 10.0) -> list:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     import onnxruntime
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "onnxruntime": onnxruntime.__version__, "load_average_1min": os.getloadavg()[0]}
 
 

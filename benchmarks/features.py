@@ -27,6 +27,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from edge.atomic import write_json  # noqa: E402
+from export.latency import cpu_name  # noqa: E402
+from measuring import training_processes  # noqa: E402
 from edge.audio import load_audio  # noqa: E402
 from edge.frontend import FrontEnd  # noqa: E402
 
@@ -53,27 +55,9 @@ def machine() -> dict:
     import soxr
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                 platform.processor())
-    return {"cpu_count": os.cpu_count(), "cpu": model, "platform": platform.platform(),
+    return {"cpu_count": os.cpu_count(), "cpu": cpu_name(), "platform": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__, "soxr": soxr.__version__,
             "torch": torch.__version__, "load_average_at_start": list(os.getloadavg())}
-
-
-def training_processes() -> list:
-    """[{pid, state}] of training runs on this machine (state "T": paused, as it should be while measuring)."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if "train.audionet" in cmdline or "train.resnet" in cmdline:
-            found.append({"pid": int(proc.name), "state": state})
-    return found
 
 
 def commit() -> str:
