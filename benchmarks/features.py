@@ -60,17 +60,6 @@ def machine() -> dict:
             "torch": torch.__version__, "load_average_at_start": list(os.getloadavg())}
 
 
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "edge", "train"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("ESC50_DIR", "/work/data/ESC-50")),
@@ -139,7 +128,7 @@ def main(argv=None) -> int:
                                    "into a temporary cache folder"},
         "data": str(args.data),
         "frontend": frontend.to_json(),
-        "commit": commit(),
+        "commit": git_commit("edge", "train") or "unknown",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": info,
         "results": results,

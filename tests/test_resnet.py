@@ -189,6 +189,11 @@ def test_staged_run_writes_metrics_and_a_loadable_checkpoint(fake_esc50, tmp_pat
     best = torch.load(run / "best.pt", weights_only=False)
     assert best["input"]["kind"] == "log_mel_image" and best["model_kwargs"]["weights"] is None
     SpecResNet50(**best["model_kwargs"]).load_state_dict(best["state_dict"])
+    from train.resnet import main
+
+    assert main(["--resume", str(run), "--data", str(fake_esc50), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-progress", "--device", "cpu"]) == 0  # a finished run: nothing left to train
+    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_ablation_table_has_the_three_variants_and_the_ensemble(fake_esc50, tmp_path):

@@ -76,13 +76,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 1) % 2**63
 
 
-def git_commit() -> str | None:
-    """HEAD of this repository (``-dirty`` when tracked files changed), None outside git."""
+def git_commit(*paths: str) -> str | None:
+    """HEAD of this repository (``-dirty`` when tracked files, or those under ``paths``, changed), None
+    outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
                               capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
+                               cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("-dirty" if dirty else "")
@@ -603,12 +604,17 @@ def plan_runs(args, model_name: str) -> list:
             for seed in parse_seeds(args) for split in parse_splits(args.split)]
 
 
+def mean_std(values) -> dict:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+
+
 def summarize(results: list, path: Path) -> dict:
     """Mean and standard deviation of test accuracy over several runs, written to ``path``."""
-    accs = np.array([r["test_accuracy"] for r in results])
+    stats = mean_std([r["test_accuracy"] for r in results])
     summary = {"runs": [{"split": r["split"], "seed": r["seed"], "test_accuracy": r["test_accuracy"]}
                         for r in results],
-               "mean_test_accuracy": float(accs.mean()),
-               "std_test_accuracy": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0}
+               "mean_test_accuracy": stats["mean"], "std_test_accuracy": stats["std"]}
     write_json(summary, path)
     return summary

@@ -23,8 +23,8 @@ from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import N_CLASSES, DatasetError, class_names
 from train.datasets import LogMelImages
-from train.engine import (Trainer, add_common_args, checkpoint_info, command_line, parse_seeds, parse_splits,
-                          plan_runs, seed_everything)
+from train.engine import (Trainer, add_common_args, checkpoint_info, command_line, mean_std, parse_seeds,
+                          parse_splits, plan_runs, seed_everything)
 from train.ensemble import ensemble_accuracy, run_split
 from train.specaugment import spec_augment
 
@@ -261,10 +261,9 @@ def summarize_rows(rows: list) -> list:
         mine = [r for r in rows if r["variant"] == variant]
         entry = {"variant": variant, "runs": len(mine)}
         for key in ("test_accuracy", "ensemble_test_accuracy", "audionet_test_accuracy"):
-            values = np.array([r[key] for r in mine if key in r])
-            if len(values):
-                entry[key] = {"mean": float(values.mean()),
-                              "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+            values = [r[key] for r in mine if key in r]
+            if values:
+                entry[key] = mean_std(values)
         summary.append(entry)
     return summary
 
@@ -298,8 +297,7 @@ def write_results(rows: list, folder: Path, command: str) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.resume:
-        plan_runs(args, "resnet50")  # loads the run's saved settings into args
+    resumed = plan_runs(args, "resnet50") if args.resume else None  # also loads the run's settings into args
     frontend = FrontEnd()
     command = command_line("train.resnet")
     experiments = variants(args)
@@ -317,7 +315,7 @@ def main(argv=None) -> int:
         if results_dir is not None:
             settings.out = str(results_dir)
         model_name = "resnet50" if len(experiments) == 1 else f"resnet50-{name}"
-        for planned in plan_runs(settings, model_name):
+        for planned in resumed or plan_runs(settings, model_name):
             metrics = train_run(settings, planned, log_mels, clips, frontend)
             if settings.find_lr:
                 return 0
