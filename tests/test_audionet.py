@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from train.audionet import VARIANTS, AudioNet, build_parser
-from train.augment import (AddNoise, PitchShift, RandomApply, RandomGain, SpeedChange, TimeShift,
+from train.augment import (AddNoise, PitchShift, RandomApply, RandomCrop, RandomGain, SpeedChange, TimeShift,
                            build_augment)
 
 
@@ -63,12 +63,28 @@ def test_gain_noise_and_speed_change_the_signal_as_described():
 
 def test_cli_switches_turn_augmentations_off():
     args = build_parser().parse_args([])
-    assert [type(t).__name__ for t in build_augment(args, 8000).transforms] == \
-        ["RandomGain", "TimeShift", "SpeedChange", "AddNoise"]
-    args = build_parser().parse_args(["--no-gain", "--no-speed", "--pitch", "2"])
+    random_part, crop = build_augment(args, 8000).transforms
+    assert [type(t).__name__ for t in random_part.transforms] == ["RandomGain", "TimeShift", "SpeedChange", "AddNoise"]
+    assert crop.samples == 20000
+    args = build_parser().parse_args(["--no-gain", "--no-speed", "--pitch", "2", "--crop-seconds", "0"])
     assert [type(t).__name__ for t in build_augment(args, 8000).transforms] == ["TimeShift", "PitchShift", "AddNoise"]
-    off = argparse.Namespace(no_gain=True, no_shift=True, no_speed=True, no_noise=True, pitch=0, augment_p=0.5)
+    off = argparse.Namespace(no_gain=True, no_shift=True, no_speed=True, no_noise=True, pitch=0, augment_p=0.5,
+                             crop_seconds=0.0)
     assert build_augment(off, 8000) is None
+    with pytest.raises(ValueError, match="--crop-seconds"):
+        build_augment(argparse.Namespace(**{**vars(off), "crop_seconds": -1.0}), 8000)
+
+
+def test_random_crop_finds_the_sound_in_a_silent_clip():
+    wave = torch.zeros(1, 40000)
+    wave[0, 30000:31000] = 1.0  # a 1/8-s event in 5 s of silence
+    crop = RandomCrop(8000)
+    torch.manual_seed(0)
+    windows = [crop(wave) for _ in range(50)]
+    assert all(w.shape == (1, 8000) for w in windows)
+    assert all(w.abs().max() == 1.0 for w in windows)
+    assert crop(torch.ones(1, 100)).shape == (1, 8000)
+    assert crop(torch.zeros(1, 40000)).shape == (1, 8000)
 
 
 def test_random_apply_probability():

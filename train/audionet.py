@@ -20,7 +20,8 @@ from train.engine import (Trainer, add_common_args, checkpoint_info, command_lin
 SAMPLE_RATE = 8000
 CLIP_SECONDS = 5.0
 DEFAULT_DEPTH = 11
-DEFAULT_EPOCHS = 60
+DEFAULT_EPOCHS = 150
+DEFAULT_CROP_SECONDS = 2.5
 DEFAULT_LR = 3e-3
 
 # depth -> (first-layer channels, [(channels, conv layers) per stage]), Table 1 of Dai et al.
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2, mixup=0.2)
     parser.add_argument("--depth", type=int, choices=sorted(VARIANTS), default=DEFAULT_DEPTH,
                         help="5 = M5, the book's network; 11 (default: faster here and more accurate) or 18 = M11/M18 of Dai et al.")
-    add_augment_args(parser)
+    add_augment_args(parser, crop_seconds=DEFAULT_CROP_SECONDS)
     return parser
 
 

@@ -77,6 +77,48 @@ class AddNoise:
         return wave + torch.randn_like(wave) * noise_power.sqrt()
 
 
+class RandomCrop:
+    """Cut a random window of ``samples`` that contains the sound (after EnvNet, Tokozume & Harada 2017).
+
+    The start is drawn uniformly among the windows whose peak reaches ``min_peak`` of the clip's peak,
+    so that short events padded with silence, common in ESC-50, never give windows of silence alone.
+    Shorter inputs are zero-padded at the end.
+    """
+
+    def __init__(self, samples: int, min_peak: float = 0.2):
+        self.samples, self.min_peak = samples, min_peak
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        n = wave.shape[-1]
+        if n <= self.samples:
+            return F.pad(wave, (0, self.samples - n))
+        loud = wave.abs().amax(dim=0) >= self.min_peak * wave.abs().max()
+        loud_before = F.pad(loud.cumsum(0), (1, 0))
+        starts = torch.nonzero(loud_before[self.samples:] > loud_before[:n - self.samples + 1]).flatten()
+        if len(starts) == 0:  # digital silence: any window will do
+            starts = torch.arange(n - self.samples + 1)
+        start = int(starts[torch.randint(0, len(starts), ())])
+        return wave[..., start:start + self.samples]
+
+    def __repr__(self) -> str:
+        return f"RandomCrop({self.samples}, min_peak={self.min_peak})"
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: list):
+        self.transforms = list(transforms)
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        for transform in self.transforms:
+            wave = transform(wave)
+        return wave
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
 class RandomApply:
     """Apply each transform independently with probability ``p``, in order."""
 
@@ -93,7 +135,7 @@ class RandomApply:
         return f"RandomApply({[type(t).__name__ for t in self.transforms]}, p={self.p})"
 
 
-def add_augment_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_augment_args(parser: argparse.ArgumentParser, crop_seconds: float = 0.0) -> argparse.ArgumentParser:
     group = parser.add_argument_group("waveform augmentation (training clips only)")
     group.add_argument("--no-gain", action="store_true", help="disable random gain (+-6 dB)")
     group.add_argument("--no-shift", action="store_true", help="disable random circular time shift")
@@ -102,11 +144,17 @@ def add_augment_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     group.add_argument("--pitch", type=int, default=0, metavar="SEMITONES",
                        help="random pitch shift up to this many semitones (slow; 0 = off)")
     group.add_argument("--augment-p", type=float, default=0.5, help="probability of applying each augmentation")
+    group.add_argument("--crop-seconds", type=float, default=crop_seconds,
+                       help="train on random windows of this length that contain the sound, and test on "
+                            f"whole clips (0 = train on whole clips; default {crop_seconds:g})")
     return parser
 
 
 def build_augment(args, sample_rate: int):
-    """The training transform the flags ask for, or None when every augmentation is off."""
+    """The training transform the flags ask for, or None when every augmentation is off.
+
+    The random ones run on the whole clip, then ``--crop-seconds`` cuts the training window.
+    """
     transforms = []
     if not args.no_gain:
         transforms.append(RandomGain())
@@ -118,4 +166,11 @@ def build_augment(args, sample_rate: int):
         transforms.append(PitchShift(sample_rate, args.pitch))
     if not args.no_noise:
         transforms.append(AddNoise())
-    return RandomApply(transforms, args.augment_p) if transforms else None
+    chain = [RandomApply(transforms, args.augment_p)] if transforms else []
+    if args.crop_seconds:
+        if args.crop_seconds < 0:
+            raise ValueError(f"--crop-seconds must be >= 0, not {args.crop_seconds}")
+        chain.append(RandomCrop(round(args.crop_seconds * sample_rate)))
+    if len(chain) > 1:
+        return Compose(chain)
+    return chain[0] if chain else None
