@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,6 +76,7 @@ def main(argv=None) -> int:
     from train.data.cache import precompute
     from train.data.esc50 import read_clips
     from train.datasets import LogMelImages
+    from train.engine import git_commit
 
     clips = read_clips(args.data)
     frontend = FrontEnd()
