@@ -6,6 +6,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import Compose
 
 
 def _uniform(low: float, high: float) -> float:
@@ -92,7 +93,8 @@ class RandomCrop:
         n = wave.shape[-1]
         if n <= self.samples:
             return F.pad(wave, (0, self.samples - n))
-        loud = wave.abs().amax(dim=0) >= self.min_peak * wave.abs().max()
+        magnitude = wave.abs()
+        loud = magnitude.amax(dim=0) >= self.min_peak * magnitude.max()
         loud_before = F.pad(loud.cumsum(0), (1, 0))
         starts = torch.nonzero(loud_before[self.samples:] > loud_before[:n - self.samples + 1]).flatten()
         if len(starts) == 0:  # digital silence: any window will do
@@ -102,21 +104,6 @@ class RandomCrop:
 
     def __repr__(self) -> str:
         return f"RandomCrop({self.samples}, min_peak={self.min_peak})"
-
-
-class Compose:
-    """Apply transforms in order."""
-
-    def __init__(self, transforms: list):
-        self.transforms = list(transforms)
-
-    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
-        for transform in self.transforms:
-            wave = transform(wave)
-        return wave
-
-    def __repr__(self) -> str:
-        return f"Compose({self.transforms!r})"
 
 
 class RandomApply:
