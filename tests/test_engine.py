@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from train.audionet import AudioNet
-from train.engine import Trainer, checkpoint_info, confusion_matrix, parse_splits, suggest_lr
+from train.engine import Mixup, Trainer, checkpoint_info, confusion_matrix, parse_splits, suggest_lr
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = 4096  # AudioNet is fully convolutional: short clips keep these tests fast
@@ -65,7 +65,7 @@ def test_two_stages_write_the_run_outputs(tmp_path):
 
 
 def test_without_validation_folds_the_last_epoch_is_kept(tmp_path):
-    trainer = make_trainer(tmp_path, mixup=0.4)
+    trainer = make_trainer(tmp_path, mix=Mixup(0.4))
     trainer.valid_set = None
     trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 1e-3}], epochs=2)
     metrics = trainer.finish()
@@ -116,11 +116,11 @@ RESUME_SCRIPT = textwrap.dedent('''
     from pathlib import Path
     import torch
     sys.path[:0] = [{repo!r}, {tests!r}]
-    from test_engine import make_trainer
+    from test_engine import Mixup, make_trainer
 
     torch.set_num_threads(1)
     run_dir, stall_at, marker = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-    trainer = make_trainer(run_dir, mixup=0.4, resume=(run_dir / "last.pt").exists())
+    trainer = make_trainer(run_dir, mix=Mixup(0.4), resume=(run_dir / "last.pt").exists())
     data, calls = trainer.train_set, [0]
 
     def stall_mid_epoch(item):

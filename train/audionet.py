@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from train.augment import add_augment_args, build_augment
+from train.augment import BetweenClass, add_augment_args, build_augment
 from train.data.esc50 import DatasetError, class_names, read_clips
 from train.datasets import WaveformClips
-from train.engine import (Trainer, add_common_args, checkpoint_info, command_line, plan_runs, seed_everything,
-                          summarize)
+from train.engine import (Trainer, add_common_args, build_mixup, checkpoint_info, command_line, plan_runs,
+                          seed_everything, summarize)
 
 SAMPLE_RATE = 8000
 CLIP_SECONDS = 5.0
@@ -99,6 +99,7 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
     seed_everything(run.seed)
     split = run.split
     augment = build_augment(args, SAMPLE_RATE)
+    mix = BetweenClass(SAMPLE_RATE) if args.between_class else build_mixup(args)
     train_set = clips.select(lambda c: c.fold in split.train_folds, transform=augment)
     valid_set = clips.select(lambda c: c.fold in split.valid_folds)
     test_set = clips.select(lambda c: c.fold == split.test_fold)
@@ -107,11 +108,11 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
     input_spec = {"kind": "waveform", "sample_rate": SAMPLE_RATE, "clip_seconds": CLIP_SECONDS, "frontend": None}
     metadata = {"model": "audionet", "model_kwargs": model_kwargs, "split": split.name, "seed": run.seed,
                 "protocol": protocol_text(split, args.epochs), "command": command_line("train.audionet"),
-                "augment": repr(augment), "settings": {k: v for k, v in vars(args).items() if k != "resume"}}
+                "augment": repr(augment), "mix": repr(mix), "settings": {k: v for k, v in vars(args).items() if k != "resume"}}
     trainer = Trainer(model, run.run_dir, train_set=train_set, valid_set=valid_set, test_set=test_set,
                       checkpoint_info=checkpoint_info("audionet", model_kwargs, classes, input_spec),
                       metadata=metadata, device=args.device, batch_size=args.batch_size, workers=args.workers,
-                      seed=run.seed, mixup=args.mixup, label_smoothing=args.label_smoothing,
+                      seed=run.seed, mix=mix, label_smoothing=args.label_smoothing,
                       resume=run.resume, progress=False if args.no_progress else None)
     groups = [{"params": model.parameters(), "lr": args.lr}]
     if args.find_lr:

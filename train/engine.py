@@ -17,9 +17,12 @@ caller's business (set ``requires_grad`` before ``fit``; only pass trainable par
 After every epoch ``last.pt`` is written atomically with the model, optimizer, scheduler, scaler,
 RNG states, history and stage. ``Trainer(..., resume=True)`` reloads it: ``fit`` then skips stages
 that are complete and continues the current one from the start of the interrupted epoch. Shuffling,
-augmentation and mixup draw from generators seeded by (seed, epoch), so a resumed run reproduces
+augmentation and mixing draw from generators seeded by (seed, epoch), so a resumed run reproduces
 an uninterrupted one. Model selection uses the validation folds only (``best.pt`` keeps the best
 validation accuracy; with no validation folds it keeps the last epoch).
+
+``mix`` (e.g. :class:`Mixup`, or train.augment.BetweenClass for waveforms) mixes each training batch
+with a shuffled copy of itself; the loss is cross-entropy against the mixed label distribution.
 
 Mixed precision and channels-last are used on CUDA only; everything runs on CPU.
 """
@@ -72,7 +75,7 @@ def seed_everything(seed: int) -> None:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed for everything random in one epoch (shuffling, augmentation, mixup)."""
+    """Seed for everything random in one epoch (shuffling, augmentation, mixing)."""
     return (seed * 1_000_003 + epoch * 7919 + 1) % 2**63
 
 
@@ -143,7 +146,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, run_dir, *, train_set, valid_set, test_set,
                  checkpoint_info: dict, metadata: dict, device="auto", batch_size: int = 32,
-                 workers: int = 0, seed: int = 0, mixup: float = 0.0, label_smoothing: float = 0.0,
+                 workers: int = 0, seed: int = 0, mix=None, label_smoothing: float = 0.0,
                  channels_last: bool = False, resume: bool = False, progress: bool | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +160,7 @@ class Trainer:
         self.info = checkpoint_info
         self.metadata = {"commit": git_commit(), **metadata}  # the code the run starts with
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
-        self.mixup, self.label_smoothing = mixup, label_smoothing
+        self.mix, self.label_smoothing = mix, label_smoothing
         self.progress = progress
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
         self.history: list = []
@@ -257,34 +260,26 @@ class Trainer:
             return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         raise ValueError(f"unknown schedule {schedule!r} (onecycle, cosine or constant)")
 
-    def _loss(self, logits, y, y_mix=None, lam: float = 1.0):
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        if y_mix is None:
-            return loss
-        return lam * loss + (1 - lam) * F.cross_entropy(logits, y_mix, label_smoothing=self.label_smoothing)
-
     def _train_epoch(self, optimizer, scheduler, generator: torch.Generator, desc: str) -> dict:
         self.model.train()
         total_loss = correct = count = 0.0
         bar = self._bar(self._loader(self.train_set, train=True, generator=generator), desc)
         for x, y in bar:
             x, y = self._to_device(x, y)
-            y_mix, lam = None, 1.0
-            if self.mixup > 0:
-                lam = float(torch.distributions.Beta(self.mixup, self.mixup).sample())
-                perm = torch.randperm(x.shape[0]).to(self.device)
-                x, y_mix = lam * x + (1 - lam) * x[perm], y[perm]
+            if self.mix is not None:
+                x, partner, share = self.mix(x)
             with self._autocast():
                 logits = self.model(x)
-                loss = self._loss(logits, y, y_mix, lam)
+                target = F.one_hot(y, logits.shape[1]).float()
+                if self.mix is not None:
+                    target = share[:, None] * target + (1 - share[:, None]) * target[partner]
+                loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
             scheduler.step()
-            pred = logits.argmax(1)
-            hits = (pred == y).float().sum() if y_mix is None else \
-                lam * (pred == y).float().sum() + (1 - lam) * (pred == y_mix).float().sum()
+            hits = target.gather(1, logits.argmax(1, keepdim=True)).sum()  # mixed labels give partial credit
             total_loss += loss.item() * len(y)
             correct += hits.item()
             count += len(y)
@@ -379,7 +374,7 @@ class Trainer:
                     for g in opt.param_groups:
                         g["lr"] = lr
                     with self._autocast():
-                        loss = self._loss(self.model(x), y)
+                        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
                     opt.zero_grad(set_to_none=True)
                     self.scaler.scale(loss).backward()
                     self.scaler.step(opt)
@@ -512,6 +507,32 @@ def plot_confusion(matrix: np.ndarray, classes: list, path: Path, title: str = "
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(image, ax=ax, fraction=0.03)
     save_figure_atomic(fig, path)
+
+
+class Mixup:
+    """mixup (Zhang et al. 2018): x = lam * x + (1 - lam) * x[partner], lam ~ Beta(alpha, alpha) per batch.
+
+    Called on a batch, returns (mixed batch, partner index, per-example share of the own label).
+    """
+
+    def __init__(self, alpha: float):
+        if alpha <= 0:
+            raise ValueError(f"mixup alpha must be positive, not {alpha}")
+        self.alpha = alpha
+
+    def __call__(self, x: torch.Tensor):
+        lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
+        partner = torch.randperm(x.shape[0]).to(x.device)
+        return lam * x + (1 - lam) * x[partner], partner, torch.full((x.shape[0],), lam, device=x.device)
+
+    def __repr__(self) -> str:
+        return f"Mixup(alpha={self.alpha})"
+
+
+def build_mixup(args) -> Mixup | None:
+    if args.mixup < 0:
+        raise ValueError(f"--mixup must be >= 0, not {args.mixup}")
+    return Mixup(args.mixup) if args.mixup else None
 
 
 # --------------------------------------------------------------------------- command line

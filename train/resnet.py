@@ -23,8 +23,8 @@ from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import N_CLASSES, DatasetError, class_names
 from train.datasets import LogMelImages
-from train.engine import (Trainer, add_common_args, checkpoint_info, command_line, mean_std, parse_seeds,
-                          parse_splits, plan_runs, seed_everything)
+from train.engine import (Trainer, add_common_args, build_mixup, checkpoint_info, command_line, mean_std,
+                          parse_seeds, parse_splits, plan_runs, seed_everything)
 from train.ensemble import ensemble_accuracy, run_split
 from train.specaugment import spec_augment
 
@@ -190,7 +190,7 @@ def train_run(args, planned, log_mels, clips, frontend: FrontEnd) -> dict:
                   "command": command_line("train.resnet"), "weights": args.weights,
                   "specaugment": args.specaugment, "head_only": args.head_only},
         device=args.device, batch_size=args.batch_size, workers=args.workers, seed=planned.seed,
-        mixup=args.mixup, label_smoothing=args.label_smoothing, resume=planned.resume,
+        mix=build_mixup(args), label_smoothing=args.label_smoothing, resume=planned.resume,
         progress=False if args.no_progress else None)
     fit = dict(optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule)
     head = [{"name": "head", "params": model.head.parameters(), "lr": args.lr}]
