@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from train.audionet import VARIANTS, AudioNet, build_parser
-from train.augment import (AddNoise, PitchShift, RandomApply, RandomCrop, RandomGain, SpeedChange, TimeShift,
-                           build_augment)
+from train.augment import (AddNoise, BetweenClass, PitchShift, RandomApply, RandomCrop, RandomGain, SpeedChange,
+                           TimeShift, build_augment, sound_level_db)
+from train.engine import Mixup
 
 
 @pytest.mark.parametrize("depth", sorted(VARIANTS))
@@ -94,3 +95,37 @@ def test_random_apply_probability():
     for _ in range(2000):
         apply(torch.zeros(1, 4))
     assert abs(len(calls) / 2000 - 0.25) < 0.04
+
+
+def tone(freq: float, seconds: float = 2.5, rate: int = 8000, phase: float = 0.0) -> torch.Tensor:
+    t = torch.arange(int(seconds * rate)) / rate
+    return torch.sin(2 * torch.pi * freq * t + phase)[None]
+
+
+def test_sound_level_follows_amplitude_and_a_weighting():
+    levels = sound_level_db(torch.stack([tone(1000), 2 * tone(1000), tone(100), torch.zeros(1, 20000)]), 8000)
+    assert levels[1] - levels[0] == pytest.approx(6.02, abs=0.05)
+    assert levels[2] - levels[0] == pytest.approx(-19.1, abs=0.3)  # A-weighting at 100 Hz
+    assert levels[3] == pytest.approx(-80.0)
+
+
+def test_between_class_mixes_at_the_perceived_ratio_and_labels_by_it():
+    quiet, loud = 0.1 * tone(1000), tone(1000, phase=torch.pi / 2)  # same frequency, orthogonal, 20 dB apart
+    for seed in range(20):
+        torch.manual_seed(seed)
+        mixed, partner, ratio = BetweenClass(8000)(torch.stack([quiet, loud]))
+        if partner.tolist() == [1, 0]:
+            break
+    own = (mixed[0] * tone(1000)).sum() / (tone(1000) ** 2).sum()
+    other = (mixed[0] * tone(1000, phase=torch.pi / 2)).sum() / (tone(1000) ** 2).sum()
+    assert own / (own + other) == pytest.approx(ratio[0].item(), abs=1e-3)  # not 0.1 * r: levels are evened
+    assert mixed.shape == (2, 1, 20000) and 0 <= ratio.min() and ratio.max() < 1
+
+
+def test_mixup_uses_one_ratio_per_batch():
+    x = torch.randn(6, 1, 100)
+    torch.manual_seed(0)
+    mixed, partner, share = Mixup(0.4)(x)
+    assert torch.allclose(mixed, share[0] * x + (1 - share[0]) * x[partner]) and share.unique().numel() == 1
+    with pytest.raises(ValueError, match="alpha"):
+        Mixup(0.0)

@@ -182,15 +182,16 @@ def train_run(args, planned, log_mels, clips, frontend: FrontEnd) -> dict:
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
     protocol = PROTOCOL["book" if split.valid_folds else "cv"].format(fold=split.test_fold)
+    mix = build_mixup(args)
     trainer = Trainer(
         model, planned.run_dir, train_set=images(train_idx, augment),
         valid_set=images(valid_idx) if valid_idx else None, test_set=images(test_idx),
         checkpoint_info=checkpoint_info("resnet50", {**model_kwargs, "weights": None}, class_names(clips), input_spec),
         metadata={"model": "resnet50", "split": split.name, "seed": planned.seed, "protocol": protocol,
                   "command": command_line("train.resnet"), "weights": args.weights,
-                  "specaugment": args.specaugment, "head_only": args.head_only},
+                  "specaugment": args.specaugment, "mix": repr(mix), "head_only": args.head_only},
         device=args.device, batch_size=args.batch_size, workers=args.workers, seed=planned.seed,
-        mix=build_mixup(args), label_smoothing=args.label_smoothing, resume=planned.resume,
+        mix=mix, label_smoothing=args.label_smoothing, resume=planned.resume,
         progress=False if args.no_progress else None)
     fit = dict(optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule)
     head = [{"name": "head", "params": model.head.parameters(), "lr": args.lr}]
