@@ -4,7 +4,7 @@ import argparse
 import pytest
 import torch
 
-from train.audionet import VARIANTS, AudioNet, build_parser
+from train.audionet import VARIANTS, AudioNet, build_mix, build_parser
 from train.augment import (AddNoise, BetweenClass, PitchShift, RandomApply, RandomCrop, RandomGain, SpeedChange,
                            TimeShift, build_augment, sound_level_db)
 from train.engine import Mixup
@@ -120,6 +120,13 @@ def test_between_class_mixes_at_the_perceived_ratio_and_labels_by_it():
     other = (mixed[0] * tone(1000, phase=torch.pi / 2)).sum() / (tone(1000) ** 2).sum()
     assert own / (own + other) == pytest.approx(ratio[0].item(), abs=1e-3)  # not 0.1 * r: levels are evened
     assert mixed.shape == (2, 1, 20000) and 0 <= ratio.min() and ratio.max() < 1
+
+
+def test_between_class_is_the_default_mix_and_mixup_the_alternative():
+    parse = build_parser().parse_args
+    assert isinstance(build_mix(parse([])), BetweenClass)
+    assert repr(build_mix(parse(["--no-between-class"]))) == "Mixup(alpha=0.2)"
+    assert build_mix(parse(["--no-between-class", "--mixup", "0"])) is None
 
 
 def test_mixup_uses_one_ratio_per_batch():

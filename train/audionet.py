@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2, mixup=0.2)
     parser.add_argument("--depth", type=int, choices=sorted(VARIANTS), default=DEFAULT_DEPTH,
                         help="5 = M5, the book's network; 11 (default: faster here and more accurate) or 18 = M11/M18 of Dai et al.")
-    add_augment_args(parser, crop_seconds=DEFAULT_CROP_SECONDS)
+    add_augment_args(parser, crop_seconds=DEFAULT_CROP_SECONDS, between_class=True)
     return parser
 
 
@@ -93,13 +93,18 @@ def protocol_text(split, epochs: int) -> str:
             f"with those weights, at the end")
 
 
+def build_mix(args):
+    """Between-class learning (the default), else mixup when --mixup > 0, else None."""
+    return BetweenClass(SAMPLE_RATE) if args.between_class else build_mixup(args)
+
+
 def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
     """Train and test one (split, seed) run; returns its metrics."""
     run.create()
     seed_everything(run.seed)
     split = run.split
     augment = build_augment(args, SAMPLE_RATE)
-    mix = BetweenClass(SAMPLE_RATE) if args.between_class else build_mixup(args)
+    mix = build_mix(args)
     train_set = clips.select(lambda c: c.fold in split.train_folds, transform=augment)
     valid_set = clips.select(lambda c: c.fold in split.valid_folds)
     test_set = clips.select(lambda c: c.fold == split.test_fold)

@@ -174,7 +174,8 @@ class BetweenClass:
         return f"BetweenClass(sample_rate={self.sample_rate})"
 
 
-def add_augment_args(parser: argparse.ArgumentParser, crop_seconds: float = 0.0) -> argparse.ArgumentParser:
+def add_augment_args(parser: argparse.ArgumentParser, crop_seconds: float = 0.0,
+                     between_class: bool = False) -> argparse.ArgumentParser:
     group = parser.add_argument_group("waveform augmentation (training clips only)")
     group.add_argument("--no-gain", action="store_true", help="disable random gain (+-6 dB)")
     group.add_argument("--no-shift", action="store_true", help="disable random circular time shift")
@@ -186,9 +187,9 @@ def add_augment_args(parser: argparse.ArgumentParser, crop_seconds: float = 0.0)
     group.add_argument("--crop-seconds", type=float, default=crop_seconds,
                        help="train on random windows of this length that contain the sound, and test on "
                             f"whole clips (0 = train on whole clips; default {crop_seconds:g})")
-    group.add_argument("--between-class", action="store_true",
-                       help="mix the batch by between-class learning (level-aware, ratio ~ U(0, 1)) "
-                            "instead of mixup")
+    group.add_argument("--between-class", action=argparse.BooleanOptionalAction, default=between_class,
+                       help="mix each batch by between-class learning (level-aware, ratio ~ U(0, 1)); "
+                            f"replaces --mixup (default: {'on' if between_class else 'off'})")
     return parser
 
 
