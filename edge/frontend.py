@@ -134,12 +134,37 @@ def hann_window(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
-def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
-    """|STFT|^2 as (frames, 1 + n_fft/2), centred frames with zero padding (librosa >= 0.10)."""
-    x = np.pad(np.asarray(x, np.float32), n_fft // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop_length]
+def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int, center: bool = True) -> np.ndarray:
+    """|STFT|^2 over the last axis as (..., frames, 1 + n_fft/2); Hann window; frames centred with zero
+    padding (librosa >= 0.10), or with ``center=False`` starting at sample 0."""
+    x = np.asarray(x, np.float32)
+    if center:
+        x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(n_fft // 2, n_fft // 2)])
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[..., ::hop_length, :]
     spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1)
     return (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32, copy=False)
+
+
+def a_weighting_db(freqs) -> np.ndarray:
+    """A-weighting in dB (IEC 61672) at ``freqs`` Hz: 0 dB at 1 kHz, about -19 dB at 100 Hz."""
+    f2 = np.maximum(np.asarray(freqs, np.float64), 1e-6) ** 2
+    response = 12194.0 ** 2 * f2 ** 2 / ((f2 + 20.6 ** 2) * np.sqrt((f2 + 107.7 ** 2) * (f2 + 737.9 ** 2))
+                                         * (f2 + 12194.0 ** 2))
+    return 20 * np.log10(response) + 2.0
+
+
+def sound_level_db(waves: np.ndarray, sample_rate: int, min_db: float = -80.0) -> np.ndarray:
+    """Loudest A-weighted frame power of each waveform in a (batch, ..., samples) array, in dB: (batch,).
+
+    Frames of about 0.128 s (a power of two), hopping by half a frame, Hann window, as in Tokozume et
+    al. 2018; between-class learning (train.augment.BetweenClass) mixes sounds by these levels.
+    """
+    n_fft = 2 ** round(np.log2(0.128 * sample_rate))
+    flat = np.asarray(waves, np.float32).reshape(len(waves), -1)
+    flat = fit_length(flat, max(n_fft, flat.shape[-1]))
+    power = power_spectrogram(flat, n_fft, n_fft // 2, center=False)
+    weighted = power @ (10 ** (a_weighting_db(np.fft.rfftfreq(n_fft, 1 / sample_rate)) / 10)).astype(np.float32)
+    return 10 * np.log10(np.maximum(weighted, 10 ** (min_db / 10))).max(-1)
 
 
 def hz_to_mel(f):

@@ -3,11 +3,12 @@ per-epoch seeding makes them reproducible). Each is switchable from the CLI (:fu
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import Compose
+
+from edge.frontend import sound_level_db
 
 
 def _uniform(low: float, high: float) -> float:
@@ -123,30 +124,6 @@ class RandomApply:
         return f"RandomApply({[type(t).__name__ for t in self.transforms]}, p={self.p})"
 
 
-def a_weighting_db(freqs: torch.Tensor) -> torch.Tensor:
-    """A-weighting in dB (IEC 61672) at ``freqs`` Hz: 0 dB at 1 kHz, about -19 dB at 100 Hz."""
-    f2 = freqs.double().clamp_min(1e-6) ** 2
-    response = 12194.0 ** 2 * f2 ** 2 / ((f2 + 20.6 ** 2) * torch.sqrt((f2 + 107.7 ** 2) * (f2 + 737.9 ** 2))
-                                         * (f2 + 12194.0 ** 2))
-    return (20 * torch.log10(response) + 2.0).float()
-
-
-def sound_level_db(waves: torch.Tensor, sample_rate: int, min_db: float = -80.0) -> torch.Tensor:
-    """Loudest A-weighted frame power of each waveform in a (batch, ..., samples) tensor, in dB (batch,).
-
-    Frames of about 0.128 s (a power of two), hopping by half a frame, Hann window; as in
-    Tokozume et al. 2018. Only differences between levels matter to :class:`BetweenClass`.
-    """
-    n_fft = 2 ** round(math.log2(0.128 * sample_rate))
-    flat = waves.reshape(waves.shape[0], -1)
-    flat = F.pad(flat, (0, max(0, n_fft - flat.shape[-1])))
-    frames = flat.unfold(-1, n_fft, n_fft // 2) * torch.hann_window(n_fft, periodic=True, device=waves.device)
-    spectrum = torch.fft.rfft(frames, dim=-1).abs() ** 2
-    weights = 10 ** (a_weighting_db(torch.fft.rfftfreq(n_fft, 1 / sample_rate)).to(waves.device) / 10)
-    power = (spectrum * weights).sum(-1).clamp_min(10 ** (min_db / 10))
-    return 10 * torch.log10(power).amax(-1)
-
-
 class BetweenClass:
     """Between-class learning for sounds (Tokozume, Ushiku & Harada 2018), a mixup for waveforms.
 
@@ -165,7 +142,7 @@ class BetweenClass:
         n = x.shape[0]
         ratio = torch.rand(n).to(x.device)
         partner = torch.randperm(n).to(x.device)
-        level = sound_level_db(x, self.sample_rate)
+        level = torch.from_numpy(sound_level_db(x.detach().cpu().numpy(), self.sample_rate)).to(x.device)
         p = 1 / (1 + 10 ** ((level - level[partner]) / 20) * (1 - ratio) / ratio)
         p = p.view(n, *[1] * (x.dim() - 1))
         return (p * x + (1 - p) * x[partner]) / torch.sqrt(p ** 2 + (1 - p) ** 2), partner, ratio
