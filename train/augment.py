@@ -131,7 +131,8 @@ class BetweenClass:
     r * own + (1 - r) * partner's. The waveforms are mixed so that the *perceived* ratio is r: with
     A-weighted levels G1, G2 (dB), p = 1 / (1 + 10^((G1 - G2) / 20) * (1 - r) / r), and the mix
     (p x1 + (1 - p) x2) / sqrt(p^2 + (1 - p)^2) keeps the level of the inputs. Partners come from a
-    permutation of the batch, so about one pair in 50 shares a class (the paper draws two classes).
+    permutation of the batch, so in batches of 32 about one clip in 20 is paired with itself or with
+    its own class and keeps its label (the paper always draws two different classes).
     Called like :class:`train.engine.Mixup`: returns (mixed batch, partner index, r).
     """
 
