@@ -41,6 +41,25 @@ def test_unknown_depth_is_refused():
         AudioNet(depth=7)
 
 
+def test_at_16_khz_the_first_layer_keeps_its_span_in_time_and_the_rest_sees_the_same_frames():
+    slow, fast = AudioNet(depth=11).eval(), AudioNet(depth=11, sample_rate=16000).eval()
+    first = fast.features[0]
+    assert (first.kernel_size[0], first.stride[0]) == (160, 8)  # 10 ms, hop 0.5 ms, as conv(80, 4) at 8 kHz
+    with torch.no_grad():
+        assert slow.features(torch.randn(1, 1, 40000)).shape == fast.features(torch.randn(1, 1, 80000)).shape
+    assert [p.shape for p in slow.parameters()][1:] == [p.shape for p in fast.parameters()][1:]
+
+
+def test_sample_rates_that_are_not_multiples_of_8_khz_are_refused(capsys):
+    with pytest.raises(ValueError, match="sample_rate"):
+        AudioNet(sample_rate=22050)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--sample-rate", "22050"])
+    assert "--sample-rate: must be a multiple of 8000 Hz, not '22050'" in capsys.readouterr().err
+    args = build_parser().parse_args(["--sample-rate", "16000"])
+    assert args.sample_rate == 16000 and repr(build_mix(args)) == "BetweenClass(sample_rate=16000)"
+
+
 @pytest.mark.parametrize("augment", [RandomGain(), TimeShift(), SpeedChange(), AddNoise(), PitchShift(8000, 2)])
 def test_each_augmentation_keeps_the_shape_and_is_reproducible(augment):
     wave = torch.sin(torch.linspace(0, 2000, 8000))[None] * 0.5

@@ -29,10 +29,10 @@ def make_run(folder, model_name, model, model_kwargs, input_spec, classes=CLASSE
     return folder
 
 
-def audionet_run(folder, classes=CLASSES):
+def audionet_run(folder, classes=CLASSES, sample_rate=8000):
     torch.manual_seed(0)
-    kwargs = {"n_classes": len(classes), "depth": 5}
-    spec = {"kind": WAVEFORM, "sample_rate": 8000, "clip_seconds": 5.0, "frontend": None}
+    kwargs = {"n_classes": len(classes), "depth": 5, "sample_rate": sample_rate}
+    spec = {"kind": WAVEFORM, "sample_rate": sample_rate, "clip_seconds": 5.0, "frontend": None}
     return make_run(folder, "audionet", AudioNet(**kwargs), kwargs, spec, classes)
 
 
@@ -58,6 +58,19 @@ def test_audionet_export_verifies_and_describes_itself(audionet_export, fake_esc
     assert report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] <= 1e-3
     assert "test fold 5" in report["verification_data"] and str(fake_esc50) in report["verification_data"]
     assert report["fp32"]["bytes"] == (run / "model.onnx").stat().st_size
+
+
+def test_a_16_khz_audionet_exports_and_the_edge_feeds_it_16_khz_windows(tmp_path, fake_esc50):
+    run = audionet_run(tmp_path / "audionet-book-seed0", sample_rate=16000)
+    assert to_onnx.main([str(run), "--data", str(fake_esc50), *FAST]) == 0
+    classifier = Classifier(run / "model.onnx")
+    assert classifier.sample_rate == 16000 and classifier.session.get_inputs()[0].shape[1:] == [1, 80000]
+    wave = np.random.default_rng(0).standard_normal(5 * 44100).astype(np.float32) * 0.1
+    features = classifier.features(wave, 44100)
+    model = to_onnx.Run.load(run).build_model()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(features)).softmax(-1)[0].numpy()
+    assert features.shape == (1, 1, 80000) and np.allclose(classifier.infer(features), expected, atol=1e-5)
 
 
 def test_batch_axis_is_dynamic(audionet_export):
