@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_dynamic, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -32,22 +33,28 @@ class WindowReader(CalibrationDataReader):
 
 
 def quantize_int8(fp32_path, out_path, calibration: np.ndarray, method: str = "minmax",
-                  activations: str = "uint8", reduce_range: bool = False, per_channel: bool = True) -> dict:
+                  activations: str = "uint8", reduce_range: bool = False, per_channel: bool = True,
+                  fp32_convs: int = 0) -> dict:
     """Write the static int8 (QDQ) version of ``fp32_path`` to ``out_path``; returns the settings used.
 
     ``calibration`` holds model inputs (windows, ...) from training clips; the graph is first
-    optimised and shape-inferred by ``quant_pre_process`` as onnxruntime recommends.
+    optimised and shape-inferred by ``quant_pre_process`` as onnxruntime recommends. The first
+    ``fp32_convs`` convolutions (in graph order) stay in fp32: a raw-waveform network's input layer
+    is the one that quantisation hurts most.
     """
     settings = {"mode": "static", "format": "QDQ", "per_channel": per_channel, "weights": "int8",
                 "activations": activations, "reduce_range": reduce_range, "calibration_method": method,
-                "calibration_windows": len(calibration)}
+                "calibration_windows": len(calibration), "fp32_convs": fp32_convs}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
+        convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
+        if fp32_convs > len(convs):
+            raise ValueError(f"{fp32_path}: cannot keep {fp32_convs} convolutions in fp32, it has {len(convs)}")
         quantize_static(str(prepared), str(out_path), WindowReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=ACTIVATIONS[activations], weight_type=QuantType.QInt8,
-                        calibrate_method=METHODS[method])
+                        calibrate_method=METHODS[method], nodes_to_exclude=convs[:fp32_convs])
     return settings
 
 

@@ -308,7 +308,11 @@ def export_int8(args, run: Run, data: Inputs, fp32_logits: np.ndarray, train_cli
         calibration = Inputs.from_clips(fp32, clips, f"{len(clips)} training clips, "
                                                      f"{args.calibration_per_class} per class")
     with staged(path) as tmp:
-        settings = quantize_int8(args.out, tmp, calibration.x, args.calibration_method, args.int8_activations)
+        try:
+            settings = quantize_int8(args.out, tmp, calibration.x, args.calibration_method, args.int8_activations,
+                                     fp32_convs=args.int8_fp32_convs)
+        except ValueError as err:
+            raise ExportError(f"--int8-fp32-convs: {err}") from None
         proto = onnx.load_model(str(tmp))
         set_metadata(proto, run.metadata(precision="int8"))
         save_onnx(proto, tmp)
@@ -355,6 +359,8 @@ def parse_args(argv):
     p.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     p.add_argument("--int8-activations", choices=("uint8", "int8"), default="uint8",
                    help="activation type (uint8 suits x86, int8 suits ARM)")
+    p.add_argument("--int8-fp32-convs", type=int, default=0, metavar="N",
+                   help="keep the first N convolutions in fp32 (AudioNet: 1, its raw-waveform input layer)")
     p.add_argument("--max-int8-drop", type=float, default=1.0,
                    help="largest test accuracy drop int8 vs fp32, in percentage points")
     p.add_argument("--threads", type=thread_counts, default=sorted({1, os.cpu_count() or 1}),
@@ -365,6 +371,8 @@ def parse_args(argv):
         args.out = args.run_dir / "model.onnx"
     if args.out.suffix != ".onnx":
         p.error(f"--out {args.out}: the file name must end in .onnx")
+    if args.int8_fp32_convs < 0:
+        p.error(f"--int8-fp32-convs {args.int8_fp32_convs}: must be 0 or more")
     args.argv = list(argv)
     return args
 

@@ -177,6 +177,25 @@ def test_dynamic_int8_quantises_the_convolutions(audionet_export, tmp_path):
     assert int8.shape == fp32.shape and np.abs(int8 - fp32).max() < 0.1 * np.abs(fp32).max()
 
 
+def test_int8_can_keep_the_first_convolutions_in_fp32(audionet_export, tmp_path, capsys):
+    from export.quantize import quantize_int8
+
+    run, _ = audionet_export
+    windows = np.random.default_rng(0).standard_normal((4, 1, 40000)).astype(np.float32)
+    out = tmp_path / "first-fp32.onnx"
+    assert quantize_int8(run / "model.onnx", out, windows, fp32_convs=1)["fp32_convs"] == 1
+    graph = onnx.load(str(out)).graph
+    produced_by = {output: node.op_type for node in graph.node for output in node.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert [[produced_by.get(name) for name in conv.input[:2]] for conv in convs] == \
+        [[None, None]] + [["DequantizeLinear", "DequantizeLinear"]] * 3  # M5: the input layer stays fp32
+    with pytest.raises(ValueError, match="cannot keep 9 convolutions in fp32, it has 4"):
+        quantize_int8(run / "model.onnx", tmp_path / "too-many.onnx", windows, fp32_convs=9)
+    with pytest.raises(SystemExit):
+        to_onnx.parse_args([str(run), "--int8", "--int8-fp32-convs", "-1"])
+    assert "--int8-fp32-convs -1: must be 0 or more" in capsys.readouterr().err
+
+
 def test_int8_accuracy_gate_keeps_fp32_and_drops_int8(tmp_path, fake_esc50):
     run = audionet_run(tmp_path / "run")
     (run / "model.int8.onnx").write_bytes(b"int8 model of an earlier export")
