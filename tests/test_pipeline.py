@@ -55,7 +55,7 @@ def labels_of(results):
 def test_recipe_on_synthetic_tones(fake_esc50, tmp_path, train_module, train_args):
     clips = [c.path for c in read_clips(fake_esc50) if c.fold == 5]
     metrics, outputs = train_export_listen(train_module, fake_esc50, tmp_path, train_args, clips)
-    assert metrics["mix"] == ("BetweenClass(sample_rate=8000)" if train_module == "train.audionet" else "None")
+    assert metrics["mix"] == ("BetweenClass(sample_rate=16000)" if train_module == "train.audionet" else "None")
     for name, results in outputs.items():
         labels = labels_of(results)
         assert labels and set(labels) <= set(metrics["per_class_accuracy"]), (name, labels)
