@@ -34,6 +34,13 @@ VARIANTS = {
 }
 
 
+def first_layer_scale(sample_rate: int) -> int:
+    """How many times the 8-kHz first layer's kernel and stride ``sample_rate`` needs (ValueError if none)."""
+    if not isinstance(sample_rate, int) or sample_rate <= 0 or sample_rate % SAMPLE_RATE:
+        raise ValueError(f"sample_rate must be a multiple of {SAMPLE_RATE} Hz, not {sample_rate!r}")
+    return sample_rate // SAMPLE_RATE
+
+
 def _conv_block(in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0):
     return [nn.Conv1d(in_channels, out_channels, kernel, stride, padding, bias=False),
             nn.BatchNorm1d(out_channels), nn.ReLU(inplace=True)]
@@ -60,9 +67,7 @@ class AudioNet(nn.Module):
         super().__init__()
         if depth not in VARIANTS:
             raise ValueError(f"depth must be one of {sorted(VARIANTS)}, not {depth!r}")
-        if sample_rate <= 0 or sample_rate % SAMPLE_RATE:
-            raise ValueError(f"sample_rate must be a multiple of {SAMPLE_RATE} Hz, not {sample_rate!r}")
-        scale = sample_rate // SAMPLE_RATE
+        scale = first_layer_scale(sample_rate)
         first, stages = VARIANTS[depth]
         layers = _conv_block(1, first, 80 * scale, stride=4 * scale) + [nn.MaxPool1d(4)]
         channels = first
@@ -83,12 +88,10 @@ class AudioNet(nn.Module):
 def sample_rate_arg(text: str) -> int:
     """``--sample-rate``: a positive multiple of 8000 Hz."""
     try:
-        rate = int(text)
+        first_layer_scale(int(text))
     except ValueError:
-        rate = 0
-    if rate <= 0 or rate % SAMPLE_RATE:
-        raise argparse.ArgumentTypeError(f"must be a multiple of {SAMPLE_RATE} Hz, not {text!r}")
-    return rate
+        raise argparse.ArgumentTypeError(f"must be a multiple of {SAMPLE_RATE} Hz, not {text!r}") from None
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
