@@ -1,0 +1,128 @@
+"""Training speed of a recipe on this machine -> benchmarks/results/training-<model>-<device>.json.
+
+    python benchmarks/training_speed.py resnet --device cuda --workers 6      # synthetic clips
+    python benchmarks/training_speed.py audionet --data data/ESC-50 --device cuda --workers 3
+    python benchmarks/training_speed.py resnet -- --weights imagenet          # flags after -- go to the recipe
+
+The recipe runs once with its defaults on the book split (ResNet-50 with ``--weights none`` unless
+given: the same network, so the same speed). Without ``--data`` it trains on a synthetic ESC-50 of
+the real size (2000 five-second noise clips, 50 classes, 5 folds) in a temporary folder: speed does
+not depend on what the clips hold, so its accuracy means nothing. The JSON gives the wall time of the
+run and, per stage, the median epoch time and the clips per second of an epoch (the training clips
+plus the validation pass).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from edge.atomic import write_json  # noqa: E402
+from export.latency import cpu_name  # noqa: E402
+from measuring import training_processes  # noqa: E402
+from train import audionet, resnet  # noqa: E402
+from train.data.esc50 import read_clips  # noqa: E402
+from train.engine import parse_splits  # noqa: E402
+
+RECIPES = {"audionet": audionet.main, "resnet": resnet.main}
+FOLDS = 5
+
+
+def synthetic_esc50(root: Path, classes: int = 50, per_fold: int = 8, sample_rate: int = 22050,
+                    seconds: float = 5.0, seed: int = 0) -> Path:
+    """An ESC-50 layout of white-noise clips: ``classes`` x ``per_fold`` clips in each of the 5 folds."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for fold in range(1, FOLDS + 1):
+        for target in range(classes):
+            for take in range(per_fold):
+                name = f"{fold}-{target}{take:02d}-A-{target}.wav"
+                level = 10 ** rng.uniform(-2, -0.5)
+                wave = (level * rng.standard_normal(int(seconds * sample_rate))).clip(-1, 1)
+                sf.write(root / "audio" / name, wave, sample_rate, subtype="PCM_16")
+                rows.append(f"{name},{fold},{target},class_{target},False,{target}{take:02d},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def stage_speeds(epochs: list, clips_per_epoch: int) -> list:
+    """Per stage of a run's ``metrics.json`` epochs: epoch count, median epoch seconds, clips per second."""
+    stages = []
+    for stage in dict.fromkeys(row["stage"] for row in epochs):
+        seconds = [row["seconds"] for row in epochs if row["stage"] == stage]
+        median = statistics.median(seconds)
+        stages.append({"stage": stage, "epochs": len(seconds), "median_epoch_s": round(median, 3),
+                       "clips_per_s": round(clips_per_epoch / median, 1)})
+    return stages
+
+
+def device_name(device: str) -> str:
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_name()
+    return cpu_name()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", choices=sorted(RECIPES))
+    parser.add_argument("--data", help="ESC-50 folder (default: a synthetic one of the real size)")
+    parser.add_argument("--classes", type=int, default=50, help="synthetic classes (tests use fewer)")
+    parser.add_argument("--per-fold", type=int, default=8, help="synthetic clips per class and fold")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--workers", type=int, default=4, help="DataLoader worker processes")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/training-<model>-<cpu|cuda>.json)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    extra = []
+    if "--" in argv:
+        argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(args.data) if args.data else synthetic_esc50(Path(tmp) / "ESC-50", args.classes, args.per_fold)
+        runs = Path(tmp) / "runs"
+        recipe_args = ["--device", args.device, "--split", "book", "--workers", str(args.workers),
+                       "--seed", "0", "--no-progress"]
+        if args.model == "resnet" and "--weights" not in extra:
+            recipe_args += ["--weights", "none"]
+        recipe_args += extra
+        status = RECIPES[args.model](["--data", str(data), "--out", str(runs)] + recipe_args)
+        if status:
+            return status
+        run_dir = next(p for p in runs.iterdir() if (p / "metrics.json").is_file())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+
+    split = parse_splits("book")[0]
+    clips = read_clips(data) if args.data else None
+    per_fold = (lambda folds: sum(c.fold in folds for c in clips)) if clips else \
+        (lambda folds: len(folds) * args.classes * args.per_fold)
+    epoch_clips = per_fold(split.train_folds) + per_fold(split.valid_folds)
+    result = {
+        "model": metrics["model"], "device": device_name(args.device), "torch": torch.__version__,
+        "data": str(args.data) if args.data else f"synthetic: {args.classes} classes x {args.per_fold} clips x {FOLDS} folds",
+        "recipe_args": recipe_args,
+        "clips_per_epoch": epoch_clips, "wall_time_s": round(metrics["wall_time_s"], 1),
+        "stages": stage_speeds(metrics["epochs"], epoch_clips),
+        "test_accuracy": metrics["test_accuracy"] if args.data else None,
+        "training_processes": training_processes(),
+    }
+    out = Path(args.out or REPO / "benchmarks" / "results" / f"training-{args.model}-{metrics['device']}.json")
+    write_json(result, out)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
