@@ -17,6 +17,10 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entr
 ACTIVATIONS = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
 
+class TooManyFp32Convs(ValueError):
+    """``fp32_convs`` asks for more convolutions than the graph has."""
+
+
 class WindowReader(CalibrationDataReader):
     """Feeds calibration windows one at a time (batch of one, as the edge runs)."""
 
@@ -48,9 +52,10 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, method: str = "m
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
-        convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
+        convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"] \
+            if fp32_convs else []
         if fp32_convs > len(convs):
-            raise ValueError(f"{fp32_path}: cannot keep {fp32_convs} convolutions in fp32, it has {len(convs)}")
+            raise TooManyFp32Convs(f"{fp32_path}: cannot keep {fp32_convs} convolutions in fp32, it has {len(convs)}")
         quantize_static(str(prepared), str(out_path), WindowReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=ACTIVATIONS[activations], weight_type=QuantType.QInt8,

@@ -297,7 +297,7 @@ def export_int8(args, run: Run, data: Inputs, fp32_logits: np.ndarray, train_cli
     """Quantise the verified fp32 file; int8 must stay within --max-int8-drop points of fp32 accuracy."""
     import onnx
 
-    from export.quantize import quantize_int8
+    from export.quantize import TooManyFp32Convs, quantize_int8
 
     path = args.out.with_suffix(".int8.onnx")
     fp32 = Classifier(args.out, max(args.threads))
@@ -311,7 +311,7 @@ def export_int8(args, run: Run, data: Inputs, fp32_logits: np.ndarray, train_cli
         try:
             settings = quantize_int8(args.out, tmp, calibration.x, args.calibration_method, args.int8_activations,
                                      fp32_convs=args.int8_fp32_convs)
-        except ValueError as err:
+        except TooManyFp32Convs as err:
             raise ExportError(f"--int8-fp32-convs: {err}") from None
         proto = onnx.load_model(str(tmp))
         set_metadata(proto, run.metadata(precision="int8"))

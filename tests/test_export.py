@@ -1,6 +1,7 @@
 """ONNX export (export/to_onnx.py): freshly initialised models, run folders written here."""
 import json
 import os
+import shutil
 
 import numpy as np
 import onnx
@@ -177,8 +178,8 @@ def test_dynamic_int8_quantises_the_convolutions(audionet_export, tmp_path):
     assert int8.shape == fp32.shape and np.abs(int8 - fp32).max() < 0.1 * np.abs(fp32).max()
 
 
-def test_int8_can_keep_the_first_convolutions_in_fp32(audionet_export, tmp_path, capsys):
-    from export.quantize import quantize_int8
+def test_int8_can_keep_the_first_convolutions_in_fp32(audionet_export, fake_esc50, tmp_path, capsys):
+    from export.quantize import TooManyFp32Convs, quantize_int8
 
     run, _ = audionet_export
     windows = np.random.default_rng(0).standard_normal((4, 1, 40000)).astype(np.float32)
@@ -189,8 +190,11 @@ def test_int8_can_keep_the_first_convolutions_in_fp32(audionet_export, tmp_path,
     convs = [node for node in graph.node if node.op_type == "Conv"]
     assert [[produced_by.get(name) for name in conv.input[:2]] for conv in convs] == \
         [[None, None]] + [["DequantizeLinear", "DequantizeLinear"]] * 3  # M5: the input layer stays fp32
-    with pytest.raises(ValueError, match="cannot keep 9 convolutions in fp32, it has 4"):
+    with pytest.raises(TooManyFp32Convs, match="cannot keep 9 convolutions in fp32, it has 4"):
         quantize_int8(run / "model.onnx", tmp_path / "too-many.onnx", windows, fp32_convs=9)
+    copy = shutil.copytree(run, tmp_path / "copy")
+    assert to_onnx.main([str(copy), "--int8", "--data", str(fake_esc50), "--int8-fp32-convs", "9", *FAST]) == 2
+    assert "--int8-fp32-convs: " in capsys.readouterr().err and not (copy / "model.int8.onnx").exists()
     with pytest.raises(SystemExit):
         to_onnx.parse_args([str(run), "--int8", "--int8-fp32-convs", "-1"])
     assert "--int8-fp32-convs -1: must be 0 or more" in capsys.readouterr().err
