@@ -88,10 +88,11 @@ class AudioNet(nn.Module):
 def sample_rate_arg(text: str) -> int:
     """``--sample-rate``: a positive multiple of 8000 Hz."""
     try:
-        first_layer_scale(int(text))
+        rate = int(text)
+        first_layer_scale(rate)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a multiple of {SAMPLE_RATE} Hz, not {text!r}") from None
-    return int(text)
+    return rate
 
 
 def build_parser() -> argparse.ArgumentParser:
