@@ -52,14 +52,16 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, method: str = "m
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
-        convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"] \
-            if fp32_convs else []
-        if fp32_convs > len(convs):
-            raise TooManyFp32Convs(f"{fp32_path}: cannot keep {fp32_convs} convolutions in fp32, it has {len(convs)}")
+        fp32_nodes = []
+        if fp32_convs:
+            convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
+            if fp32_convs > len(convs):
+                raise TooManyFp32Convs(f"{fp32_path}: cannot keep {fp32_convs} convolutions in fp32, it has {len(convs)}")
+            fp32_nodes = convs[:fp32_convs]
         quantize_static(str(prepared), str(out_path), WindowReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=ACTIVATIONS[activations], weight_type=QuantType.QInt8,
-                        calibrate_method=METHODS[method], nodes_to_exclude=convs[:fp32_convs])
+                        calibrate_method=METHODS[method], nodes_to_exclude=fp32_nodes)
     return settings
 
 
