@@ -103,12 +103,10 @@ def main(argv=None) -> int:
             return status
         run_dir = next(p for p in runs.iterdir() if (p / "metrics.json").is_file())
         metrics = json.loads((run_dir / "metrics.json").read_text())
+        clips = read_clips(data)
 
     split = parse_splits("book")[0]
-    clips = read_clips(data) if args.data else None
-    per_fold = (lambda folds: sum(c.fold in folds for c in clips)) if clips else \
-        (lambda folds: len(folds) * args.classes * args.per_fold)
-    epoch_clips = per_fold(split.train_folds) + per_fold(split.valid_folds)
+    epoch_clips = sum(c.fold in split.train_folds + split.valid_folds for c in clips)
     result = {
         "model": metrics["model"], "device": device_name(args.device), "torch": torch.__version__,
         "data": str(args.data) if args.data else f"synthetic: {args.classes} classes x {args.per_fold} clips x {FOLDS} folds",

@@ -98,7 +98,7 @@ def sample_rate_arg(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.audionet",
-        description="Train AudioNet (raw 8 kHz waveforms) on ESC-50. The defaults reproduce the README numbers.")
+        description="Train AudioNet (raw waveforms, 16 kHz by default) on ESC-50. The defaults reproduce the README numbers.")
     add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2, mixup=0.2)
     parser.add_argument("--depth", type=int, choices=sorted(VARIANTS), default=DEFAULT_DEPTH,
                         help="5 = M5, the book's network; 11 (default: faster here and more accurate) or 18 = M11/M18 of Dai et al.")
