@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     epoch_clips = sum(c.fold in split.train_folds + split.valid_folds for c in clips)
     result = {
         "model": metrics["model"], "device": device_name(args.device), "torch": torch.__version__,
+        "precision": metrics["precision"],
         "data": str(args.data) if args.data else f"synthetic: {args.classes} classes x {args.per_fold} clips x {FOLDS} folds",
         "recipe_args": recipe_args,
         "clips_per_epoch": epoch_clips, "wall_time_s": round(metrics["wall_time_s"], 1),

@@ -15,7 +15,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from train.audionet import AudioNet
-from train.engine import Mixup, Trainer, checkpoint_info, confusion_matrix, parse_splits, suggest_lr
+from train import engine
+from train.engine import (Mixup, Trainer, checkpoint_info, confusion_matrix, parse_splits, resolve_precision,
+                          suggest_lr)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = 4096  # AudioNet is fully convolutional: short clips keep these tests fast
@@ -62,6 +64,31 @@ def test_two_stages_write_the_run_outputs(tmp_path):
     best = torch.load(tmp_path / "best.pt", weights_only=False)
     assert best["epoch"] == metrics["best_epoch"] and best["valid_accuracy"] == metrics["valid_accuracy"]
     assert set(best) >= {"model_name", "model_kwargs", "state_dict", "classes", "input", "epoch", "valid_accuracy"}
+
+
+def test_precision_auto_follows_the_device(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cuda) is torch.float16
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) is None
+    assert resolve_precision("fp32", cuda) is None and resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="--precision"):
+        resolve_precision("int8", cpu)
+
+
+def test_bf16_training_keeps_float32_weights_and_records_the_precision(tmp_path):
+    trainer = make_trainer(tmp_path, precision="bf16")
+    trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 1e-3}], epochs=1)
+    metrics = trainer.finish()
+    assert metrics["precision"] == "bfloat16" and trainer.scaler.is_enabled() is False
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in metrics["epochs"])
+    state = torch.load(tmp_path / "best.pt", weights_only=False)["state_dict"]
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
 
 
 def test_without_validation_folds_the_last_epoch_is_kept(tmp_path):

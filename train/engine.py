@@ -24,7 +24,9 @@ validation accuracy; with no validation folds it keeps the last epoch).
 ``mix`` (e.g. :class:`Mixup`, or train.augment.BetweenClass for waveforms) mixes each training batch
 with a shuffled copy of itself; the loss is cross-entropy against the mixed label distribution.
 
-Mixed precision and channels-last are used on CUDA only; everything runs on CPU.
+Mixed precision (``precision``): ``auto`` trains in float16 with loss scaling on CUDA and in
+bfloat16 on CPUs with native bfloat16 (AVX512-BF16 or AMX), else in float32; weights, optimizer
+state and the loss stay float32. Channels-last is used on CUDA only; everything runs on CPU.
 """
 from __future__ import annotations
 
@@ -65,6 +67,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda, not {name!r}")
     return torch.device(name)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AVX512-BF16 or AMX, where bfloat16 convolutions are faster than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--precision`` on ``device`` (None = float32 throughout).
+
+    ``auto`` -> float16 on CUDA, bfloat16 on a CPU with native bfloat16, else float32.
+    """
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    if name not in PRECISIONS:
+        raise ValueError(f"--precision must be auto, {', '.join(PRECISIONS)}, not {name!r}")
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("--precision fp16 needs CUDA (on CPU use bf16 or fp32)")
+    return PRECISIONS[name]
 
 
 def seed_everything(seed: int) -> None:
@@ -147,7 +174,8 @@ class Trainer:
     def __init__(self, model: nn.Module, run_dir, *, train_set, valid_set, test_set,
                  checkpoint_info: dict, metadata: dict, device="auto", batch_size: int = 32,
                  workers: int = 0, seed: int = 0, mix=None, label_smoothing: float = 0.0,
-                 channels_last: bool = False, resume: bool = False, progress: bool | None = None):
+                 precision: str = "auto", channels_last: bool = False, resume: bool = False,
+                 progress: bool | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -162,7 +190,8 @@ class Trainer:
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
         self.mix, self.label_smoothing = mix, label_smoothing
         self.progress = progress
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.amp_dtype = resolve_precision(precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.history: list = []
         self.completed_stages: list = []
         self.best = {"valid_accuracy": None, "epoch": None}
@@ -188,7 +217,7 @@ class Trainer:
         return x, y.to(self.device, non_blocking=True)
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16, enabled=self.cuda)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def _bar(self, loader, desc: str):
         return tqdm(loader, desc=desc, leave=False, disable=None if self.progress is None else not self.progress,
@@ -273,7 +302,7 @@ class Trainer:
                 target = F.one_hot(y, logits.shape[1]).float()
                 if self.mix is not None:
                     target = share[:, None] * target + (1 - share[:, None]) * target[partner]
-                loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+                loss = F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
@@ -374,7 +403,7 @@ class Trainer:
                     for g in opt.param_groups:
                         g["lr"] = lr
                     with self._autocast():
-                        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
+                        loss = F.cross_entropy(self.model(x).float(), y, label_smoothing=self.label_smoothing)
                     opt.zero_grad(set_to_none=True)
                     self.scaler.scale(loss).backward()
                     self.scaler.step(opt)
@@ -422,6 +451,7 @@ class Trainer:
             "per_class_accuracy": per_class,
             "wall_time_s": self.elapsed_s,
             "device": str(self.device),
+            "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
             "torch": torch.__version__,
         }
         write_json(metrics, self.run_dir / "metrics.json")
@@ -559,6 +589,9 @@ def add_common_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size:
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run (its saved settings are used)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
+                        help="autocast dtype; auto = fp16 on CUDA, bf16 on CPUs with native bf16 "
+                             "(AVX512-BF16/AMX), else fp32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", help="comma-separated seeds, one run each (overrides --seed), e.g. 0,1,2")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
