@@ -144,7 +144,7 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
                       checkpoint_info=checkpoint_info("audionet", model_kwargs, classes, input_spec),
                       metadata=metadata, device=args.device, batch_size=args.batch_size, workers=args.workers,
                       seed=run.seed, mix=mix, label_smoothing=args.label_smoothing, precision=args.precision,
-                      resume=run.resume, progress=False if args.no_progress else None)
+                      ema=args.ema, resume=run.resume, progress=False if args.no_progress else None)
     groups = [{"params": model.parameters(), "lr": args.lr}]
     if args.find_lr:
         found = trainer.find_lr(groups, optimizer=args.optimizer)

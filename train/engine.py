@@ -21,6 +21,9 @@ augmentation and mixing draw from generators seeded by (seed, epoch), so a resum
 an uninterrupted one. Model selection uses the validation folds only (``best.pt`` keeps the best
 validation accuracy; with no validation folds it keeps the last epoch).
 
+``ema`` (a decay per step, e.g. 0.999; 0 = off) keeps an exponential moving average of the weights and
+BatchNorm statistics beside the model; that average is what is validated, selected and saved.
+
 ``mix`` (e.g. :class:`Mixup`, or train.augment.BetweenClass for waveforms) mixes each training batch
 with a shuffled copy of itself; the loss is cross-entropy against the mixed label distribution.
 
@@ -31,6 +34,7 @@ state and the loss stay float32. Channels-last is used on CUDA only; everything 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -174,7 +178,7 @@ class Trainer:
     def __init__(self, model: nn.Module, run_dir, *, train_set, valid_set, test_set,
                  checkpoint_info: dict, metadata: dict, device="auto", batch_size: int = 32,
                  workers: int = 0, seed: int = 0, mix=None, label_smoothing: float = 0.0,
-                 precision: str = "auto", channels_last: bool = False, resume: bool = False,
+                 precision: str = "auto", channels_last: bool = False, ema: float = 0.0, resume: bool = False,
                  progress: bool | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +196,10 @@ class Trainer:
         self.progress = progress
         self.amp_dtype = resolve_precision(precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema must be a decay in [0, 1) (0 = off), not {ema!r}")
+        self.ema_decay, self.ema_updates = ema, 0
+        self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if ema else None
         self.history: list = []
         self.completed_stages: list = []
         self.best = {"valid_accuracy": None, "epoch": None}
@@ -236,6 +244,8 @@ class Trainer:
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.cuda else None},
             "history": self.history, "best": self.best, "elapsed_s": self.elapsed_s,
+            "ema": None if self.ema_model is None else {"state_dict": self.ema_model.state_dict(),
+                                                        "updates": self.ema_updates},
         }
 
     def _load_last(self) -> None:
@@ -248,6 +258,12 @@ class Trainer:
         if state["seed"] != self.seed:
             raise ValueError(f"{path}: was trained with seed {state['seed']}, not {self.seed}")
         self.model.load_state_dict(state["model"])
+        if (self.ema_model is None) != (state.get("ema") is None):
+            raise ValueError(f"{path}: was trained {'with' if state.get('ema') else 'without'} --ema; "
+                             f"resume with the same settings")
+        if self.ema_model is not None:
+            self.ema_model.load_state_dict(state["ema"]["state_dict"])
+            self.ema_updates = state["ema"]["updates"]
         self.scaler.load_state_dict(state["scaler"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
@@ -260,8 +276,25 @@ class Trainer:
         print(f"resuming {self.run_dir}: stage {state['stage']!r} after epoch "
               f"{state['stage_epoch']}/{state['stage_epochs']}, completed stages {self.completed_stages}")
 
+    @property
+    def selected_model(self) -> nn.Module:
+        """The weights that are validated and saved: the moving average with ``ema``, else the model."""
+        return self.model if self.ema_model is None else self.ema_model
+
+    def _update_ema(self) -> None:
+        """ema <- d * ema + (1 - d) * model, with d = min(decay, (1 + n) / (10 + n)) after n updates
+        (TensorFlow's ExponentialMovingAverage warm-up), for weights and float buffers alike."""
+        decay = min(self.ema_decay, (1 + self.ema_updates) / (10 + self.ema_updates))
+        self.ema_updates += 1
+        with torch.no_grad():
+            for average, current in zip(self.ema_model.state_dict().values(), self.model.state_dict().values()):
+                if average.is_floating_point():
+                    average.lerp_(current, 1 - decay)
+                else:
+                    average.copy_(current)
+
     def _save_best(self, epoch: int, valid_accuracy) -> None:
-        state_dict = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        state_dict = {k: v.detach().cpu() for k, v in self.selected_model.state_dict().items()}
         save_atomic({**self.info, "state_dict": state_dict, "epoch": epoch,
                      "valid_accuracy": valid_accuracy}, self.run_dir / "best.pt")
 
@@ -308,6 +341,8 @@ class Trainer:
             self.scaler.step(optimizer)
             self.scaler.update()
             scheduler.step()
+            if self.ema_model is not None:
+                self._update_ema()
             hits = target.gather(1, logits.argmax(1, keepdim=True)).sum()  # mixed labels give partial credit
             total_loss += loss.item() * len(y)
             correct += hits.item()
@@ -316,14 +351,15 @@ class Trainer:
         return {"train_loss": total_loss / count, "train_accuracy": correct / count}
 
     @torch.no_grad()
-    def evaluate(self, dataset, desc: str = "eval") -> dict:
-        """Loss, accuracy, predictions and targets of the current model on ``dataset``."""
-        self.model.eval()
+    def evaluate(self, dataset, desc: str = "eval", model: nn.Module | None = None) -> dict:
+        """Loss, accuracy, predictions and targets of ``model`` (default: the current model) on ``dataset``."""
+        model = self.model if model is None else model
+        model.eval()
         losses, preds, targets = [], [], []
         for x, y in self._bar(self._loader(dataset, train=False), desc):
             x, y = self._to_device(x, y)
             with self._autocast():
-                logits = self.model(x)
+                logits = model(x)
             losses.append(F.cross_entropy(logits.float(), y, reduction="sum").item())
             preds.append(logits.argmax(1).cpu())
             targets.append(y.cpu())
@@ -365,7 +401,7 @@ class Trainer:
             row = {"epoch": epoch, "stage": stage, "lr": [g["lr"] for g in opt.param_groups]}
             row.update(self._train_epoch(opt, sched, generator, f"{stage} {stage_epoch + 1}/{epochs}"))
             if self.valid_set is not None and len(self.valid_set):
-                valid = self.evaluate(self.valid_set, "valid")
+                valid = self.evaluate(self.valid_set, "valid", self.selected_model)
                 row.update(valid_loss=valid["loss"], valid_accuracy=valid["accuracy"])
                 if self.best["valid_accuracy"] is None or valid["accuracy"] > self.best["valid_accuracy"]:
                     self.best = {"valid_accuracy": valid["accuracy"], "epoch": epoch}
@@ -452,6 +488,7 @@ class Trainer:
             "wall_time_s": self.elapsed_s,
             "device": str(self.device),
             "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
+            "ema_decay": self.ema_decay,
             "torch": torch.__version__,
         }
         write_json(metrics, self.run_dir / "metrics.json")
@@ -568,7 +605,7 @@ def build_mixup(args) -> Mixup | None:
 # --------------------------------------------------------------------------- command line
 
 def add_common_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
-                    weight_decay: float = 1e-2, mixup: float = 0.0) -> argparse.ArgumentParser:
+                    weight_decay: float = 1e-2, mixup: float = 0.0, ema: float = 0.0) -> argparse.ArgumentParser:
     """Flags both training CLIs share; the defaults given here are the model's reported settings."""
     parser.add_argument("--data", default=os.environ.get("ESC50_DIR", "data/ESC-50"),
                         help="ESC-50 folder (meta/esc50.csv + audio/); default $ESC50_DIR or data/ESC-50")
@@ -584,6 +621,9 @@ def add_common_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size:
     parser.add_argument("--mixup", type=float, default=mixup, metavar="ALPHA",
                         help="mixup Beta(alpha, alpha); 0 disables")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--ema", type=float, default=ema, metavar="DECAY",
+                        help="validate, select and save an exponential moving average of the weights with this "
+                             "decay per step, e.g. 0.999 (0 = off; default %(default)s)")
     parser.add_argument("--find-lr", action="store_true",
                         help="run the LR range test, save lr_find.png in the run folder, print a suggestion, exit")
     parser.add_argument("--resume", metavar="RUN_DIR",

@@ -192,7 +192,7 @@ def train_run(args, planned, log_mels, clips, frontend: FrontEnd) -> dict:
                   "specaugment": args.specaugment, "mix": repr(mix), "head_only": args.head_only},
         device=args.device, batch_size=args.batch_size, workers=args.workers, seed=planned.seed,
         mix=mix, label_smoothing=args.label_smoothing, precision=args.precision, channels_last=True,
-        resume=planned.resume,
+        ema=args.ema, resume=planned.resume,
         progress=False if args.no_progress else None)
     fit = dict(optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule)
     head = [{"name": "head", "params": model.head.parameters(), "lr": args.lr}]
