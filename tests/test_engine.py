@@ -100,6 +100,55 @@ def test_without_validation_folds_the_last_epoch_is_kept(tmp_path):
     assert "valid_accuracy" not in metrics["epochs"][0]
 
 
+def test_ema_update_warms_up_then_follows_the_decay(tmp_path):
+    trainer = make_trainer(tmp_path, ema=0.5)
+    weight = trainer.model.classifier.weight
+    average = trainer.ema_model.classifier.weight
+    with torch.no_grad():
+        weight.fill_(1.0)
+        average.zero_()
+    trainer._update_ema()  # decay min(0.5, 1/10): the average moves 90 % of the way
+    assert torch.allclose(average, torch.full_like(average, 0.9))
+    trainer._update_ema()  # min(0.5, 2/11)
+    assert torch.allclose(average, torch.full_like(average, 0.9 + (1 - 2 / 11) * 0.1))
+    for _ in range(20):
+        trainer._update_ema()
+    with torch.no_grad():
+        weight.fill_(3.0)
+    trainer._update_ema()  # warm-up over: decay 0.5
+    assert torch.allclose(average, torch.full_like(average, 2.0), atol=1e-5)
+    assert trainer.ema_model.features[1].num_batches_tracked == trainer.model.features[1].num_batches_tracked
+    assert not any(p.requires_grad for p in trainer.ema_model.parameters())
+
+
+def test_with_ema_the_average_is_validated_selected_and_saved(tmp_path):
+    last_kept = make_trainer(tmp_path / "no-valid", ema=0.9, mix=Mixup(0.4))
+    last_kept.valid_set = None  # the last epoch is kept: best.pt must be the average after it
+    last_kept.fit("train", [{"params": last_kept.model.parameters(), "lr": 1e-2}], epochs=2)
+    assert last_kept.ema_updates == 2 * 2  # 16 clips in batches of 8, two epochs
+    saved = torch.load(tmp_path / "no-valid" / "best.pt", weights_only=False)["state_dict"]
+    for name, value in last_kept.ema_model.state_dict().items():
+        assert torch.equal(saved[name], value), name
+    assert not torch.equal(saved["classifier.weight"], last_kept.model.classifier.weight.detach())
+
+    trainer = make_trainer(tmp_path / "valid", ema=0.9, mix=Mixup(0.4))
+    trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 1e-2}], epochs=2)
+    best = torch.load(tmp_path / "valid" / "best.pt", weights_only=False)
+    assert best["valid_accuracy"] == trainer.evaluate(trainer.valid_set, model=_loaded(best))["accuracy"]
+    metrics = trainer.finish()
+    assert metrics["ema_decay"] == 0.9 and metrics["valid_accuracy"] == best["valid_accuracy"]
+    with pytest.raises(ValueError, match="--ema"):
+        make_trainer(tmp_path / "valid", resume=True)  # resuming without the average would drop it
+    with pytest.raises(ValueError, match="ema must be"):
+        make_trainer(tmp_path / "other", ema=1.0)
+
+
+def _loaded(checkpoint) -> AudioNet:
+    model = AudioNet(**checkpoint["model_kwargs"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
+
+
 def test_a_new_run_refuses_a_used_folder_and_resume_needs_last_pt(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.pt"):
         make_trainer(tmp_path / "empty", resume=True)
@@ -146,8 +195,8 @@ RESUME_SCRIPT = textwrap.dedent('''
     from test_engine import Mixup, make_trainer
 
     torch.set_num_threads(1)
-    run_dir, stall_at, marker = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-    trainer = make_trainer(run_dir, mix=Mixup(0.4), resume=(run_dir / "last.pt").exists())
+    run_dir, stall_at, marker, ema = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
+    trainer = make_trainer(run_dir, mix=Mixup(0.4), ema=ema, resume=(run_dir / "last.pt").exists())
     data, calls = trainer.train_set, [0]
 
     def stall_mid_epoch(item):
@@ -170,11 +219,11 @@ RESUME_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def run_training(tmp_path, run_dir, stall_at=0):
+def run_training(tmp_path, run_dir, stall_at=0, ema=0.0):
     script = tmp_path / "resume_run.py"
     script.write_text(RESUME_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests")))
     marker = tmp_path / f"stalled-{run_dir.name}"
-    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), str(stall_at), str(marker)],
+    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), str(stall_at), str(marker), str(ema)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if stall_at:
         while not marker.exists():
@@ -185,19 +234,20 @@ def run_training(tmp_path, run_dir, stall_at=0):
     return proc.returncode, output
 
 
-def test_resume_after_kill_9_mid_epoch_matches_an_uninterrupted_run(tmp_path):
-    code, output = run_training(tmp_path, tmp_path / "straight")
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_after_kill_9_mid_epoch_matches_an_uninterrupted_run(tmp_path, ema):
+    code, output = run_training(tmp_path, tmp_path / "straight", ema=ema)
     assert code == 0, output
 
     interrupted = tmp_path / "interrupted"
     items_per_epoch = 16
-    code, _ = run_training(tmp_path, interrupted, stall_at=2 * items_per_epoch + 10)  # inside epoch 3
+    code, _ = run_training(tmp_path, interrupted, stall_at=2 * items_per_epoch + 10, ema=ema)  # inside epoch 3
     assert code == -signal.SIGKILL
     saved = torch.load(interrupted / "last.pt", weights_only=False)
     assert (saved["stage"], saved["stage_epoch"], len(saved["history"])) == ("main", 1, 2)
     assert not (interrupted / "metrics.json").exists()
 
-    code, output = run_training(tmp_path, interrupted)
+    code, output = run_training(tmp_path, interrupted, ema=ema)
     assert code == 0, output
     assert "stage 'warmup' already complete" in output
 
@@ -207,7 +257,12 @@ def test_resume_after_kill_9_mid_epoch_matches_an_uninterrupted_run(tmp_path):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["valid_accuracy"] == b["valid_accuracy"]
     assert straight["test_accuracy"] == resumed["test_accuracy"]
-    weights_a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
-    weights_b = torch.load(interrupted / "last.pt", weights_only=False)["model"]
-    for name in weights_a:
-        assert torch.allclose(weights_a[name].float(), weights_b[name].float(), atol=1e-5), name
+    last_a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    last_b = torch.load(interrupted / "last.pt", weights_only=False)
+    pairs = [(last_a["model"], last_b["model"])]
+    if ema:
+        assert last_a["ema"]["updates"] == last_b["ema"]["updates"] == 3 * 2
+        pairs.append((last_a["ema"]["state_dict"], last_b["ema"]["state_dict"]))
+    for weights_a, weights_b in pairs:
+        for name in weights_a:
+            assert torch.allclose(weights_a[name].float(), weights_b[name].float(), atol=1e-5), name
