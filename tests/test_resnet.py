@@ -196,6 +196,19 @@ def test_staged_run_writes_metrics_and_a_loadable_checkpoint(fake_esc50, tmp_pat
     assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
 
 
+def test_staged_run_with_ema_keeps_the_average_through_both_stages(fake_esc50, tmp_path):
+    import json
+
+    runs = resnet_cli(fake_esc50, tmp_path, "--ema", "0.5")
+    (run,) = runs.iterdir()
+    assert json.loads((run / "metrics.json").read_text())["ema_decay"] == 0.5
+    last = torch.load(run / "last.pt", weights_only=False)
+    assert last["completed_stages"] == ["head", "all"] and last["ema"]["updates"] > 0
+    assert set(last["ema"]["state_dict"]) == set(last["model"])
+    best = torch.load(run / "best.pt", weights_only=False)
+    SpecResNet50(**best["model_kwargs"]).load_state_dict(best["state_dict"])
+
+
 def test_ablation_table_has_the_three_variants_and_the_ensemble(fake_esc50, tmp_path):
     import json
 
