@@ -25,6 +25,7 @@ DEFAULT_DEPTH = 11
 DEFAULT_EPOCHS = 250
 DEFAULT_CROP_SECONDS = 2.5
 DEFAULT_LR = 3e-3
+DEFAULT_EMA = 0.999  # about 1000 steps (27 epochs) of averaging
 
 # depth -> (first-layer channels, [(channels, conv layers) per stage]), Table 1 of Dai et al.
 VARIANTS = {
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.audionet",
         description="Train AudioNet (raw waveforms, 16 kHz by default) on ESC-50. The defaults reproduce the README numbers.")
-    add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2, mixup=0.2)
+    add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2, mixup=0.2,
+                    ema=DEFAULT_EMA)
     parser.add_argument("--depth", type=int, choices=sorted(VARIANTS), default=DEFAULT_DEPTH,
                         help="5 = M5, the book's network; 11 (default: faster here and more accurate) or 18 = M11/M18 of Dai et al.")
     parser.add_argument("--sample-rate", type=sample_rate_arg, default=DEFAULT_SAMPLE_RATE, metavar="HZ",
