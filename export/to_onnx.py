@@ -72,15 +72,10 @@ class Run:
         return self.checkpoint["input"]
 
     def build_model(self):
-        """The trained network in eval mode (pretrained weights are never fetched: weights=None)."""
-        from train.models import build_model
+        """The trained network in eval mode (pretrained weights are never fetched)."""
+        from train.models import model_from_checkpoint
 
-        kwargs = dict(self.checkpoint["model_kwargs"])
-        if self.checkpoint["model_name"] == "resnet50":
-            kwargs["weights"] = None
-        model = build_model(self.checkpoint["model_name"], **kwargs)
-        model.load_state_dict(self.checkpoint["state_dict"])
-        return model.eval()
+        return model_from_checkpoint(self.checkpoint)
 
     def input_shape(self) -> tuple:
         """Shape of one window's model input, without the batch axis."""

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from train.audionet import AudioNet
+from train.models import model_from_checkpoint
 from train import engine
 from train.engine import (Mixup, Trainer, checkpoint_info, confusion_matrix, parse_splits, resolve_precision,
                           suggest_lr)
@@ -134,19 +135,14 @@ def test_with_ema_the_average_is_validated_selected_and_saved(tmp_path):
     trainer = make_trainer(tmp_path / "valid", ema=0.9, mix=Mixup(0.4))
     trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 1e-2}], epochs=2)
     best = torch.load(tmp_path / "valid" / "best.pt", weights_only=False)
-    assert best["valid_accuracy"] == trainer.evaluate(trainer.valid_set, model=_loaded(best))["accuracy"]
+    saved = model_from_checkpoint(best)
+    assert best["valid_accuracy"] == trainer.evaluate(trainer.valid_set, model=saved)["accuracy"]
     metrics = trainer.finish()
     assert metrics["ema_decay"] == 0.9 and metrics["valid_accuracy"] == best["valid_accuracy"]
     with pytest.raises(ValueError, match="--ema"):
         make_trainer(tmp_path / "valid", resume=True)  # resuming without the average would drop it
     with pytest.raises(ValueError, match="ema must be"):
         make_trainer(tmp_path / "other", ema=1.0)
-
-
-def _loaded(checkpoint) -> AudioNet:
-    model = AudioNet(**checkpoint["model_kwargs"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model
 
 
 def test_a_new_run_refuses_a_used_folder_and_resume_needs_last_pt(tmp_path):

@@ -9,6 +9,7 @@ from torch import nn
 from torchvision import transforms
 from torchvision.models import resnet18, resnet50
 
+from train.models import model_from_checkpoint
 from train.resnet import SpecResNet50, WeightsError
 from train.specaugment import FrequencyMask, TimeMask, spec_augment
 
@@ -163,6 +164,21 @@ def test_imagenet_weights_offline_suggest_alternatives(monkeypatch):
         SpecResNet50(weights="imagenet")
 
 
+def test_a_checkpoint_rebuilds_its_model_without_fetching_pretrained_weights(monkeypatch):
+    def offline(*args, **kwargs):
+        raise AssertionError("the checkpoint's own weights replace the pretrained ones: nothing to fetch")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
+    trained = SpecResNet50(n_classes=3, weights=None)
+    checkpoint = {"model_name": "resnet50", "model_kwargs": {"n_classes": 3, "weights": "imagenet"},
+                  "state_dict": trained.state_dict()}
+    model = model_from_checkpoint(checkpoint)
+    assert not model.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(ValueError, match="unknown model name 'vgg'"):
+        model_from_checkpoint({**checkpoint, "model_name": "vgg"})
+
+
 # --- end to end on synthetic clips -------------------------------------------------------------------
 
 def resnet_cli(fake_esc50, tmp_path, *extra):
@@ -188,7 +204,7 @@ def test_staged_run_writes_metrics_and_a_loadable_checkpoint(fake_esc50, tmp_pat
         assert (run / name).is_file(), name
     best = torch.load(run / "best.pt", weights_only=False)
     assert best["input"]["kind"] == "log_mel_image" and best["model_kwargs"]["weights"] is None
-    SpecResNet50(**best["model_kwargs"]).load_state_dict(best["state_dict"])
+    assert isinstance(model_from_checkpoint(best), SpecResNet50)
     from train.resnet import main
 
     assert main(["--resume", str(run), "--data", str(fake_esc50), "--cache-dir", str(tmp_path / "cache"),
@@ -206,7 +222,7 @@ def test_staged_run_with_ema_keeps_the_average_through_both_stages(fake_esc50, t
     assert last["completed_stages"] == ["head", "all"] and last["ema"]["updates"] > 0
     assert set(last["ema"]["state_dict"]) == set(last["model"])
     best = torch.load(run / "best.pt", weights_only=False)
-    SpecResNet50(**best["model_kwargs"]).load_state_dict(best["state_dict"])
+    assert isinstance(model_from_checkpoint(best), SpecResNet50)
 
 
 def test_ablation_table_has_the_three_variants_and_the_ensemble(fake_esc50, tmp_path):

@@ -12,7 +12,7 @@ from edge.frontend import FrontEnd
 from edge.metadata import LOG_MEL_IMAGE, WAVEFORM
 from train.data.esc50 import read_clips
 from train.engine import load_best, parse_splits, resolve_device
-from train.models import build_model
+from train.models import model_from_checkpoint
 
 
 def run_split(run_dir) -> str:
@@ -51,9 +51,7 @@ def probabilities(run_dir, data_dir, device="auto", batch_size: int = 32, log_me
     """(softmax probabilities (N, classes), targets (N,), classes) of a run's best.pt on its test fold."""
     device = resolve_device(device)
     checkpoint = load_best(run_dir)
-    model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.to(device).eval()
+    model = model_from_checkpoint(checkpoint).to(device)
     dataset = test_set(checkpoint, data_dir, run_split(run_dir), log_mels)
     probs, targets = [], []
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
