@@ -87,13 +87,15 @@ def test_gain_noise_and_speed_change_the_signal_as_described():
 def test_cli_switches_turn_augmentations_off():
     args = build_parser().parse_args([])
     random_part, crop = build_augment(args, 8000).transforms
-    assert [type(t).__name__ for t in random_part.transforms] == ["RandomGain", "TimeShift", "SpeedChange", "AddNoise"]
+    assert [type(t).__name__ for t in random_part.transforms] == ["RandomGain", "TimeShift", "SpeedChange"]
     assert crop.samples == 20000
-    args = build_parser().parse_args(["--no-gain", "--no-speed", "--pitch", "2", "--crop-seconds", "0"])
+    args = build_parser().parse_args(["--no-gain", "--no-speed", "--pitch", "2", "--noise", "--crop-seconds", "0"])
     assert [type(t).__name__ for t in build_augment(args, 8000).transforms] == ["TimeShift", "PitchShift", "AddNoise"]
-    off = argparse.Namespace(no_gain=True, no_shift=True, no_speed=True, no_noise=True, pitch=0, augment_p=0.5,
+    off = argparse.Namespace(no_gain=True, no_shift=True, no_speed=True, noise=False, pitch=0, augment_p=0.5,
                              crop_seconds=0.0)
     assert build_augment(off, 8000) is None
+    saved_before_noise_flag = argparse.Namespace(**{**vars(off), "no_noise": False})  # config.json of an old run
+    assert [type(t).__name__ for t in build_augment(saved_before_noise_flag, 8000).transforms] == ["AddNoise"]
     with pytest.raises(ValueError, match="--crop-seconds"):
         build_augment(argparse.Namespace(**{**vars(off), "crop_seconds": -1.0}), 8000)
 

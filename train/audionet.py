@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="5 = M5, the book's network; 11 (default: faster here and more accurate) or 18 = M11/M18 of Dai et al.")
     parser.add_argument("--sample-rate", type=sample_rate_arg, default=DEFAULT_SAMPLE_RATE, metavar="HZ",
                         help="input sample rate, a multiple of 8000 (the first layer scales with it; default %(default)s)")
-    add_augment_args(parser, crop_seconds=DEFAULT_CROP_SECONDS, between_class=True)
+    add_augment_args(parser, crop_seconds=DEFAULT_CROP_SECONDS, between_class=True, noise=False)
     return parser
 
 

@@ -153,12 +153,13 @@ class BetweenClass:
 
 
 def add_augment_args(parser: argparse.ArgumentParser, crop_seconds: float = 0.0,
-                     between_class: bool = False) -> argparse.ArgumentParser:
+                     between_class: bool = False, noise: bool = True) -> argparse.ArgumentParser:
     group = parser.add_argument_group("waveform augmentation (training clips only)")
     group.add_argument("--no-gain", action="store_true", help="disable random gain (+-6 dB)")
     group.add_argument("--no-shift", action="store_true", help="disable random circular time shift")
     group.add_argument("--no-speed", action="store_true", help="disable random speed change (+-10 %%)")
-    group.add_argument("--no-noise", action="store_true", help="disable additive white noise (SNR 10-40 dB)")
+    group.add_argument("--noise", action=argparse.BooleanOptionalAction, default=noise,
+                       help=f"additive white noise, SNR 10-40 dB (default: {'on' if noise else 'off'})")
     group.add_argument("--pitch", type=int, default=0, metavar="SEMITONES",
                        help="random pitch shift up to this many semitones (slow; 0 = off)")
     group.add_argument("--augment-p", type=float, default=0.5, help="probability of applying each augmentation")
@@ -175,7 +176,9 @@ def build_augment(args, sample_rate: int):
     """The training transform the flags ask for, or None when every augmentation is off.
 
     The random ones run on the whole clip, then ``--crop-seconds`` cuts the training window.
+    Settings saved before ``--noise`` existed say ``no_noise``; a resumed run keeps what it started with.
     """
+    noise = not args.no_noise if "no_noise" in vars(args) else args.noise
     transforms = []
     if not args.no_gain:
         transforms.append(RandomGain())
@@ -185,7 +188,7 @@ def build_augment(args, sample_rate: int):
         transforms.append(SpeedChange())
     if args.pitch:
         transforms.append(PitchShift(sample_rate, args.pitch))
-    if not args.no_noise:
+    if noise:
         transforms.append(AddNoise())
     chain = [RandomApply(transforms, args.augment_p)] if transforms else []
     if args.crop_seconds:
