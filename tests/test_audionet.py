@@ -41,6 +41,19 @@ def test_unknown_depth_is_refused():
         AudioNet(depth=7)
 
 
+def test_mean_plus_max_pooling_sums_both_summaries_of_the_last_feature_map():
+    torch.manual_seed(0)
+    model = AudioNet(n_classes=10, depth=11, pooling="mean+max").eval()
+    x = torch.randn(2, 1, 40000)
+    with torch.no_grad():
+        features = model.features(x)
+        expected = model.classifier(features.mean(-1) + features.amax(-1))
+        assert torch.allclose(model(x), expected)
+        assert not torch.allclose(model(x), model.classifier(features.mean(-1)))
+    with pytest.raises(ValueError, match="pooling"):
+        AudioNet(pooling="attention")
+
+
 def test_at_16_khz_the_first_layer_keeps_its_span_in_time_and_the_rest_sees_the_same_frames():
     slow, fast = AudioNet(depth=11).eval(), AudioNet(depth=11, sample_rate=16000).eval()
     first = fast.features[0]

@@ -26,6 +26,7 @@ DEFAULT_EPOCHS = 250
 DEFAULT_CROP_SECONDS = 2.5
 DEFAULT_LR = 3e-3
 DEFAULT_EMA = 0.999  # about 1000 steps (27 epochs) of averaging
+POOLINGS = ("mean", "mean+max")
 
 # depth -> (first-layer channels, [(channels, conv layers) per stage]), Table 1 of Dai et al.
 VARIANTS = {
@@ -59,15 +60,21 @@ class AudioNet(nn.Module):
     follows). depth=11 and 18 are the deeper M11/M18 variants of the paper. The network is fully
     convolutional, so it accepts any clip length.
 
+    ``pooling`` summarises the last feature map over time: "mean" (global average pooling, the paper's)
+    or "mean+max", the sum of its mean and its maximum over time (as in PANNs, Kong et al. 2020), which
+    lets a short event in a long, quiet clip count for more than its share of the frames.
+
     ``sample_rate`` (a multiple of 8 kHz) scales the first layer's kernel and stride with it, so that it
     always spans 10 ms with a hop of 0.5 ms: at 16 kHz it is conv(160, stride 8), and every later layer,
     and the cost, stay as at 8 kHz while the input keeps sounds up to 8 kHz instead of 4 kHz.
     """
 
-    def __init__(self, n_classes: int = 50, depth: int = 5, sample_rate: int = SAMPLE_RATE):
+    def __init__(self, n_classes: int = 50, depth: int = 5, sample_rate: int = SAMPLE_RATE, pooling: str = "mean"):
         super().__init__()
         if depth not in VARIANTS:
             raise ValueError(f"depth must be one of {sorted(VARIANTS)}, not {depth!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         scale = first_layer_scale(sample_rate)
         first, stages = VARIANTS[depth]
         layers = _conv_block(1, first, 80 * scale, stride=4 * scale) + [nn.MaxPool1d(4)]
@@ -80,10 +87,14 @@ class AudioNet(nn.Module):
                 layers.append(nn.MaxPool1d(4))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels, n_classes)
-        self.n_classes, self.depth, self.sample_rate = n_classes, depth, sample_rate
+        self.n_classes, self.depth, self.sample_rate, self.pooling = n_classes, depth, sample_rate, pooling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).mean(dim=-1))
+        features = self.features(x)
+        pooled = features.mean(dim=-1)
+        if self.pooling == "mean+max":
+            pooled = pooled + features.amax(dim=-1)
+        return self.classifier(pooled)
 
 
 def sample_rate_arg(text: str) -> int:
@@ -106,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="5 = M5, the book's network; 11 (default: faster here and more accurate) or 18 = M11/M18 of Dai et al.")
     parser.add_argument("--sample-rate", type=sample_rate_arg, default=DEFAULT_SAMPLE_RATE, metavar="HZ",
                         help="input sample rate, a multiple of 8000 (the first layer scales with it; default %(default)s)")
+    parser.add_argument("--pooling", choices=POOLINGS, default="mean",
+                        help="how the last feature map is summarised over time (default %(default)s)")
     add_augment_args(parser, crop_seconds=DEFAULT_CROP_SECONDS, between_class=True, noise=False)
     return parser
 
@@ -136,7 +149,8 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
     train_set = clips.select(lambda c: c.fold in split.train_folds, transform=augment)
     valid_set = clips.select(lambda c: c.fold in split.valid_folds)
     test_set = clips.select(lambda c: c.fold == split.test_fold)
-    model_kwargs = {"n_classes": len(classes), "depth": args.depth, "sample_rate": args.sample_rate}
+    model_kwargs = {"n_classes": len(classes), "depth": args.depth, "sample_rate": args.sample_rate,
+                    "pooling": args.pooling}
     model = AudioNet(**model_kwargs)
     input_spec = {"kind": "waveform", "sample_rate": args.sample_rate, "clip_seconds": CLIP_SECONDS, "frontend": None}
     metadata = {"model": "audionet", "model_kwargs": model_kwargs, "split": split.name, "seed": run.seed,
