@@ -30,9 +30,9 @@ def make_run(folder, model_name, model, model_kwargs, input_spec, classes=CLASSE
     return folder
 
 
-def audionet_run(folder, classes=CLASSES, sample_rate=8000):
+def audionet_run(folder, classes=CLASSES, sample_rate=8000, pooling="mean"):
     torch.manual_seed(0)
-    kwargs = {"n_classes": len(classes), "depth": 5, "sample_rate": sample_rate}
+    kwargs = {"n_classes": len(classes), "depth": 5, "sample_rate": sample_rate, "pooling": pooling}
     spec = {"kind": WAVEFORM, "sample_rate": sample_rate, "clip_seconds": 5.0, "frontend": None}
     return make_run(folder, "audionet", AudioNet(**kwargs), kwargs, spec, classes)
 
@@ -72,6 +72,14 @@ def test_a_16_khz_audionet_exports_and_the_edge_feeds_it_16_khz_windows(tmp_path
     with torch.no_grad():
         expected = model(torch.from_numpy(features)).softmax(-1)[0].numpy()
     assert features.shape == (1, 1, 80000) and np.allclose(classifier.infer(features), expected, atol=1e-5)
+
+
+def test_mean_plus_max_pooling_exports_with_parity(tmp_path, fake_esc50):
+    run = audionet_run(tmp_path / "audionet-book-seed0", pooling="mean+max")
+    assert to_onnx.main([str(run), "--data", str(fake_esc50), *FAST]) == 0
+    report = json.loads((run / "model.report.json").read_text())
+    assert report["passed"] and report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] <= 1e-3
+    assert "ReduceMax" in {node.op_type for node in onnx.load(str(run / "model.onnx")).graph.node}
 
 
 def test_batch_axis_is_dynamic(audionet_export):
