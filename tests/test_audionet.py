@@ -1,14 +1,15 @@
 """AudioNet shapes and the waveform augmentations (train/audionet.py, train/augment.py)."""
 import argparse
+import json
 
 import pytest
 import torch
 
 from edge.frontend import sound_level_db
-from train.audionet import VARIANTS, AudioNet, build_mix, build_parser
+from train.audionet import LEGACY_SETTINGS, VARIANTS, AudioNet, build_mix, build_parser
 from train.augment import (AddNoise, BetweenClass, PitchShift, RandomApply, RandomCrop, RandomGain, SpeedChange,
                            TimeShift, build_augment)
-from train.engine import Mixup
+from train.engine import Mixup, plan_runs
 
 
 @pytest.mark.parametrize("depth", sorted(VARIANTS))
@@ -39,6 +40,17 @@ def test_any_clip_length_works_and_logits_are_not_log_probabilities():
 def test_unknown_depth_is_refused():
     with pytest.raises(ValueError, match="depth"):
         AudioNet(depth=7)
+
+
+def test_a_run_saved_before_pooling_existed_resumes_with_mean_pooling(tmp_path):
+    run = tmp_path / "audionet-book-seed0"
+    run.mkdir()
+    saved = vars(build_parser().parse_args([]))
+    del saved["pooling"]
+    (run / "config.json").write_text(json.dumps({**saved, "split": "book", "seed": 0}))
+    args = build_parser().parse_args(["--resume", str(run), "--pooling", "mean+max"])
+    [planned] = plan_runs(args, "audionet", LEGACY_SETTINGS)
+    assert planned.resume and args.pooling == "mean"
 
 
 def test_mean_plus_max_pooling_sums_both_summaries_of_the_last_feature_map():

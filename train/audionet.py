@@ -27,6 +27,7 @@ DEFAULT_CROP_SECONDS = 2.5
 DEFAULT_LR = 3e-3
 DEFAULT_EMA = 0.999  # about 1000 steps (27 epochs) of averaging
 POOLINGS = ("mean", "mean+max")
+LEGACY_SETTINGS = {"pooling": "mean"}  # what a run saved before --pooling existed used, for --resume
 
 # depth -> (first-layer channels, [(channels, conv layers) per stage]), Table 1 of Dai et al.
 VARIANTS = {
@@ -177,7 +178,7 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        plan = plan_runs(args, "audionet")
+        plan = plan_runs(args, "audionet", LEGACY_SETTINGS)
         all_clips = read_clips(args.data)
         clips = WaveformClips(all_clips, args.sample_rate, progress=False if args.no_progress else None)
         classes = class_names(all_clips)
