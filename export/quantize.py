@@ -51,7 +51,7 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, method: str = "m
                 "calibration_windows": len(calibration), "fp32_convs": fp32_convs}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        prepare(fp32_path, prepared)
         fp32_nodes = []
         if fp32_convs:
             convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
@@ -65,10 +65,19 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, method: str = "m
     return settings
 
 
+def prepare(fp32_path, prepared_path) -> None:
+    """onnxruntime's recommended pre-processing (graph optimisation and ONNX shape inference).
+
+    Its symbolic shape inference, meant for dynamic shapes, is skipped: it cannot shape ReduceMax with
+    opset 18's axes input (AudioNet's mean+max pooling), and ONNX's own inference covers these CNNs.
+    """
+    quant_pre_process(str(fp32_path), str(prepared_path), skip_symbolic_shape=True)
+
+
 def quantize_dynamic_int8(fp32_path, out_path) -> dict:
     """Dynamic int8 (weights only, activations quantised at run time): the baseline static beats."""
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        prepare(fp32_path, prepared)
         quantize_dynamic(str(prepared), str(out_path), per_channel=True, weight_type=QuantType.QInt8)
     return {"mode": "dynamic", "per_channel": True, "weights": "int8"}

@@ -74,12 +74,13 @@ def test_a_16_khz_audionet_exports_and_the_edge_feeds_it_16_khz_windows(tmp_path
     assert features.shape == (1, 1, 80000) and np.allclose(classifier.infer(features), expected, atol=1e-5)
 
 
-def test_mean_plus_max_pooling_exports_with_parity(tmp_path, fake_esc50):
+def test_mean_plus_max_pooling_exports_with_parity_and_quantises(tmp_path, fake_esc50):
     run = audionet_run(tmp_path / "audionet-book-seed0", pooling="mean+max")
-    assert to_onnx.main([str(run), "--data", str(fake_esc50), *FAST]) == 0
+    assert to_onnx.main([str(run), "--data", str(fake_esc50), "--int8", "--max-int8-drop", "100", *FAST]) == 0
     report = json.loads((run / "model.report.json").read_text())
     assert report["passed"] and report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] <= 1e-3
     assert "ReduceMax" in {node.op_type for node in onnx.load(str(run / "model.onnx")).graph.node}
+    assert Classifier(run / "model.int8.onnx").predict(np.zeros(8000, np.float32), 8000).shape == (len(CLASSES),)
 
 
 def test_batch_axis_is_dynamic(audionet_export):
