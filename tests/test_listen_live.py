@@ -135,10 +135,18 @@ def mic(tmp_path):
 
 
 def start_listener(server: PulseServer, model, *argv) -> subprocess.Popen:
-    """`python -m edge.listen` on the pulse device; returns once it reports that it is listening."""
-    listener = subprocess.Popen([sys.executable, "-m", "edge.listen", "--model", str(model), "--device", "pulse",
-                                 *map(str, argv)], cwd=REPO, env=server.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """`python -m edge.listen` on the pulse device; returns once it reports that it is listening.
+
+    Ctrl-C is restored for it: a test run started in the background (``pytest &``) has SIGINT ignored,
+    and a child would inherit that and never see the Ctrl-C the tests send.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        listener = subprocess.Popen([sys.executable, "-m", "edge.listen", "--model", str(model), "--device", "pulse",
+                                     *map(str, argv)], cwd=REPO, env=server.env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     first = listener.stderr.readline()
     assert first.startswith("listening on 'pulse' at "), first + listener.stderr.read()
     return listener
