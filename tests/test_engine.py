@@ -145,6 +145,25 @@ def test_with_ema_the_average_is_validated_selected_and_saved(tmp_path):
         make_trainer(tmp_path / "other", ema=1.0)
 
 
+@pytest.mark.parametrize("overflow", [True, False])
+def test_steps_the_loss_scaler_skips_move_neither_the_schedule_nor_the_average(tmp_path, overflow):
+    """float16 loss scaling skips a step whose gradients overflow; the one-cycle schedule and the weight
+    average wait for it. The overflow is made by a hook that turns one gradient into inf at both steps."""
+    trainer = make_trainer(tmp_path / "run", precision="fp32", ema=0.99)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    if overflow:
+        next(trainer.model.parameters()).register_hook(lambda grad: grad * float("inf"))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.fit("all", [{"params": trainer.model.parameters(), "lr": 1e-2}], epochs=1)
+    steps_taken = 0 if overflow else 2
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["scheduler"]["last_epoch"] == steps_taken
+    assert trainer.ema_updates == steps_taken
+    unchanged = all(torch.equal(p, before[name]) for name, p in trainer.model.named_parameters())
+    assert unchanged == overflow
+    assert trainer.scaler.get_scale() == 2.0 ** (14 if overflow else 16)  # halved at each skipped step
+
+
 def test_a_new_run_refuses_a_used_folder_and_resume_needs_last_pt(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.pt"):
         make_trainer(tmp_path / "empty", resume=True)

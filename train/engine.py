@@ -29,7 +29,8 @@ with a shuffled copy of itself; the loss is cross-entropy against the mixed labe
 
 Mixed precision (``precision``): ``auto`` trains in float16 with loss scaling on CUDA and in
 bfloat16 on CPUs with native bfloat16 (AVX512-BF16 or AMX), else in float32; weights, optimizer
-state and the loss stay float32. Channels-last is used on CUDA only; everything runs on CPU.
+state and the loss stay float32. A step the loss scaler skips (inf/NaN gradients) advances neither the
+schedule nor the weight average. Channels-last is used on CUDA only; everything runs on CPU.
 """
 from __future__ import annotations
 
@@ -96,6 +97,16 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "fp16" and device.type != "cuda":
         raise ValueError("--precision fp16 needs CUDA (on CPU use bf16 or fp32)")
     return PRECISIONS[name]
+
+
+def scaled_step(scaler: torch.amp.GradScaler, optimizer, loss: torch.Tensor) -> bool:
+    """Backward and optimizer step through the loss scaler. False when the scaler skipped the step
+    (float16 gradients with inf or NaN), so that the schedule and the weight average wait for the next."""
+    scaler.scale(loss).backward()
+    scale = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.step(optimizer)
+    scaler.update()
+    return scale is None or scaler.get_scale() >= scale
 
 
 def seed_everything(seed: int) -> None:
@@ -337,12 +348,10 @@ class Trainer:
                     target = share[:, None] * target + (1 - share[:, None]) * target[partner]
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-            self.scaler.update()
-            scheduler.step()
-            if self.ema_model is not None:
-                self._update_ema()
+            if scaled_step(self.scaler, optimizer, loss):
+                scheduler.step()
+                if self.ema_model is not None:
+                    self._update_ema()
             hits = target.gather(1, logits.argmax(1, keepdim=True)).sum()  # mixed labels give partial credit
             total_loss += loss.item() * len(y)
             correct += hits.item()
@@ -441,9 +450,7 @@ class Trainer:
                     with self._autocast():
                         loss = F.cross_entropy(self.model(x).float(), y, label_smoothing=self.label_smoothing)
                     opt.zero_grad(set_to_none=True)
-                    self.scaler.scale(loss).backward()
-                    self.scaler.step(opt)
-                    self.scaler.update()
+                    scaled_step(self.scaler, opt, loss)
                     avg = beta * avg + (1 - beta) * loss.item()
                     smoothed = avg / (1 - beta ** (len(lrs) + 1))
                     if not math.isfinite(smoothed) or (len(lrs) > 1 and smoothed > diverge * best):
