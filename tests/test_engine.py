@@ -62,6 +62,8 @@ def test_two_stages_write_the_run_outputs(tmp_path):
     assert len(metrics["epochs"][1]["lr"]) == 2
     assert json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
     assert set(metrics["per_class_accuracy"]) == set("abcd")
+    assert metrics["hardware"]["cpu"] and metrics["hardware"]["threads"] == torch.get_num_threads()
+    assert metrics["hardware"]["gpu"] is None  # trained on the CPU
     best = torch.load(tmp_path / "best.pt", weights_only=False)
     assert best["epoch"] == metrics["best_epoch"] and best["valid_accuracy"] == metrics["valid_accuracy"]
     assert set(best) >= {"model_name", "model_kwargs", "state_dict", "classes", "input", "epoch", "valid_accuracy"}

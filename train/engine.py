@@ -55,6 +55,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edge.atomic import staged, write_json
+from export.latency import cpu_name
 from train.data.esc50 import BOOK_SPLIT, Split, cross_validation_splits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -494,6 +495,8 @@ class Trainer:
             "per_class_accuracy": per_class,
             "wall_time_s": self.elapsed_s,
             "device": str(self.device),
+            "hardware": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
+                         "gpu": torch.cuda.get_device_name(self.device) if self.cuda else None},
             "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
             "ema_decay": self.ema_decay,
             "torch": torch.__version__,
