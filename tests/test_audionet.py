@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edge.frontend import sound_level_db
-from train.audionet import LEGACY_SETTINGS, VARIANTS, AudioNet, build_mix, build_parser
+from train.audionet import VARIANTS, AudioNet, build_mix, build_parser, legacy_settings
 from train.augment import (AddNoise, BetweenClass, PitchShift, RandomApply, RandomCrop, RandomGain, SpeedChange,
                            TimeShift, build_augment)
 from train.engine import Mixup, plan_runs
@@ -42,15 +42,17 @@ def test_unknown_depth_is_refused():
         AudioNet(depth=7)
 
 
-def test_a_run_saved_before_pooling_existed_resumes_with_mean_pooling(tmp_path):
+def test_a_run_saved_before_pooling_and_noise_existed_resumes_as_it_was_trained(tmp_path):
+    """Its config.json has no "pooling" (it used mean pooling) and "no_noise" instead of "noise"."""
     run = tmp_path / "audionet-book-seed0"
     run.mkdir()
-    saved = vars(build_parser().parse_args([]))
-    del saved["pooling"]
-    (run / "config.json").write_text(json.dumps({**saved, "split": "book", "seed": 0}))
-    args = build_parser().parse_args(["--resume", str(run), "--pooling", "mean+max"])
-    [planned] = plan_runs(args, "audionet", LEGACY_SETTINGS)
+    saved = vars(build_parser().parse_args(["--no-gain", "--no-shift", "--no-speed", "--crop-seconds", "0"]))
+    del saved["pooling"], saved["noise"]
+    (run / "config.json").write_text(json.dumps({**saved, "no_noise": False, "split": "book", "seed": 0}))
+    args = build_parser().parse_args(["--resume", str(run), "--pooling", "mean+max", "--no-noise"])
+    [planned] = plan_runs(args, "audionet", legacy_settings)
     assert planned.resume and args.pooling == "mean"
+    assert [type(t).__name__ for t in build_augment(args, 8000).transforms] == ["AddNoise"]
 
 
 def test_mean_plus_max_pooling_sums_both_summaries_of_the_last_feature_map():
@@ -119,8 +121,6 @@ def test_cli_switches_turn_augmentations_off():
     off = argparse.Namespace(no_gain=True, no_shift=True, no_speed=True, noise=False, pitch=0, augment_p=0.5,
                              crop_seconds=0.0)
     assert build_augment(off, 8000) is None
-    saved_before_noise_flag = argparse.Namespace(**{**vars(off), "no_noise": False})  # config.json of an old run
-    assert [type(t).__name__ for t in build_augment(saved_before_noise_flag, 8000).transforms] == ["AddNoise"]
     with pytest.raises(ValueError, match="--crop-seconds"):
         build_augment(argparse.Namespace(**{**vars(off), "crop_seconds": -1.0}), 8000)
 

@@ -28,7 +28,6 @@ DEFAULT_LR = 3e-3
 DEFAULT_EMA = 0.999  # about 1000 steps (27 epochs) of averaging
 POOLINGS = ("mean", "mean+max")
 DEFAULT_POOLING = "mean+max"  # chosen on fold 4 over "mean" (README, AudioNet)
-LEGACY_SETTINGS = {"pooling": "mean"}  # what a run saved before --pooling existed used, for --resume
 
 # depth -> (first-layer channels, [(channels, conv layers) per stage]), Table 1 of Dai et al.
 VARIANTS = {
@@ -97,6 +96,12 @@ class AudioNet(nn.Module):
         if self.pooling == "mean+max":
             pooled = pooled + features.amax(dim=-1)
         return self.classifier(pooled)
+
+
+def legacy_settings(saved: dict) -> dict:
+    """For --resume: the pooling and noise of a run saved before --pooling and --noise existed (it said
+    ``no_noise``, and noise was on unless it was set)."""
+    return {"pooling": "mean", "noise": not saved.get("no_noise", False)}
 
 
 def sample_rate_arg(text: str) -> int:
@@ -180,7 +185,7 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        plan = plan_runs(args, "audionet", LEGACY_SETTINGS)
+        plan = plan_runs(args, "audionet", legacy_settings)
         all_clips = read_clips(args.data)
         clips = WaveformClips(all_clips, args.sample_rate, progress=False if args.no_progress else None)
         classes = class_names(all_clips)

@@ -176,9 +176,7 @@ def build_augment(args, sample_rate: int):
     """The training transform the flags ask for, or None when every augmentation is off.
 
     The random ones run on the whole clip, then ``--crop-seconds`` cuts the training window.
-    Settings saved before ``--noise`` existed say ``no_noise``; a resumed run keeps what it started with.
     """
-    noise = not args.no_noise if "no_noise" in vars(args) else args.noise
     transforms = []
     if not args.no_gain:
         transforms.append(RandomGain())
@@ -188,7 +186,7 @@ def build_augment(args, sample_rate: int):
         transforms.append(SpeedChange())
     if args.pitch:
         transforms.append(PitchShift(sample_rate, args.pitch))
-    if noise:
+    if args.noise:
         transforms.append(AddNoise())
     chain = [RandomApply(transforms, args.augment_p)] if transforms else []
     if args.crop_seconds:

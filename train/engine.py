@@ -689,10 +689,10 @@ class PlannedRun:
         return self.run_dir
 
 
-def plan_runs(args, model_name: str, legacy_settings: dict | None = None) -> list:
+def plan_runs(args, model_name: str, legacy_settings=None) -> list:
     """One :class:`PlannedRun` per (split, seed), in runs/<model>-<split>-seed<k>-<timestamp>/. With
     ``--resume RUN`` the run's saved settings are loaded into ``args`` and the plan is that run alone;
-    ``legacy_settings`` are the values of settings added later that a run saved before them had."""
+    ``legacy_settings(saved)`` gives the values of settings added later that a run saved before them had."""
     if args.resume:
         run_dir = Path(args.resume)
         config_path = run_dir / "config.json"
@@ -701,7 +701,7 @@ def plan_runs(args, model_name: str, legacy_settings: dict | None = None) -> lis
         saved = json.loads(config_path.read_text())
         keep = {"resume": args.resume, "device": args.device, "workers": args.workers,
                 "no_progress": args.no_progress}
-        vars(args).update({**(legacy_settings or {}), **saved, **keep})
+        vars(args).update({**(legacy_settings(saved) if legacy_settings else {}), **saved, **keep})
         return [PlannedRun(parse_splits(saved["split"])[0], saved["seed"], run_dir, True, saved)]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return [PlannedRun(split, seed, Path(args.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}", False,
