@@ -50,12 +50,14 @@ def labels_of(results):
 @pytest.mark.slow
 @pytest.mark.parametrize("train_module, train_args", [
     ("train.audionet", ["--epochs", "2", "--batch-size", "4", "--depth", "5"]),
+    ("train.melcnn", ["--epochs", "2", "--batch-size", "4", "--widths", "4,8"]),
     ("train.resnet", ["--weights", "none", "--head-epochs", "1", "--epochs", "1", "--batch-size", "4"]),
 ])
 def test_recipe_on_synthetic_tones(fake_esc50, tmp_path, train_module, train_args):
     clips = [c.path for c in read_clips(fake_esc50) if c.fold == 5]
     metrics, outputs = train_export_listen(train_module, fake_esc50, tmp_path, train_args, clips)
-    assert metrics["mix"] == ("BetweenClass(sample_rate=16000)" if train_module == "train.audionet" else "None")
+    expected_mix = {"train.audionet": "BetweenClass(sample_rate=16000)", "train.melcnn": "Mixup(alpha=1.0)"}
+    assert metrics["mix"] == expected_mix.get(train_module, "None")
     for name, results in outputs.items():
         labels = labels_of(results)
         assert labels and set(labels) <= set(metrics["per_class_accuracy"]), (name, labels)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,7 +15,7 @@ from train.augment import BetweenClass, add_augment_args, build_augment
 from train.data.esc50 import DatasetError, class_names, read_clips
 from train.datasets import WaveformClips
 from train.engine import (Trainer, add_common_args, build_mixup, checkpoint_info, command_line, plan_runs,
-                          seed_everything, summarize)
+                          protocol_text, report_runs, seed_everything, train_single_stage)
 
 SAMPLE_RATE = 8000  # the paper's and the book's rate; the first layer is defined at this rate
 DEFAULT_SAMPLE_RATE = 16000
@@ -131,17 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def protocol_text(split, epochs: int) -> str:
-    train = ", ".join(map(str, split.train_folds))
-    if split.valid_folds:
-        valid = ", ".join(map(str, split.valid_folds))
-        selection = f"the epoch with the best accuracy on fold {valid} is kept (of {epochs})"
-    else:
-        selection = f"no validation fold: the weights after {epochs} epochs are kept"
-    return (f"train on folds {train}; {selection}; fold {split.test_fold} is evaluated once, "
-            f"with those weights, at the end")
-
-
 def build_mix(args):
     """Between-class learning (the default), else mixup when --mixup > 0, else None."""
     return BetweenClass(args.sample_rate) if args.between_class else build_mixup(args)
@@ -169,17 +157,7 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
                       metadata=metadata, device=args.device, batch_size=args.batch_size, workers=args.workers,
                       seed=run.seed, mix=mix, label_smoothing=args.label_smoothing, precision=args.precision,
                       ema=args.ema, resume=run.resume, progress=False if args.no_progress else None)
-    groups = [{"params": model.parameters(), "lr": args.lr}]
-    if args.find_lr:
-        found = trainer.find_lr(groups, optimizer=args.optimizer)
-        print(f"suggested learning rate {found.suggestion:.2e} (plot: {found.plot})")
-        return {}
-    trainer.fit("train", groups, args.epochs, optimizer=args.optimizer, weight_decay=args.weight_decay,
-                schedule=args.schedule)
-    metrics = trainer.finish()
-    print(f"{run.run_dir}: test accuracy {metrics['test_accuracy']:.4f} (fold {split.test_fold}), "
-          f"best epoch {metrics['best_epoch']}, {metrics['wall_time_s'] / 60:.1f} min")
-    return metrics
+    return train_single_stage(trainer, model, args, run)
 
 
 def main(argv=None) -> int:
@@ -193,10 +171,7 @@ def main(argv=None) -> int:
     except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if len(results) > 1 and not args.find_lr:
-        summary = summarize(results, Path(args.out) / f"{plan[0].run_dir.name}-summary.json")
-        print(f"test accuracy over {len(results)} runs: {summary['mean_test_accuracy']:.4f} "
-              f"+- {summary['std_test_accuracy']:.4f}")
+    report_runs(results, plan, args)
     return 0
 
 

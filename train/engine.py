@@ -709,6 +709,42 @@ def plan_runs(args, model_name: str, legacy_settings=None) -> list:
             for seed in parse_seeds(args) for split in parse_splits(args.split)]
 
 
+def protocol_text(split, epochs: int) -> str:
+    """How a run on ``split`` chooses its weights and when it sees the test fold, for metrics.json."""
+    train = ", ".join(map(str, split.train_folds))
+    if split.valid_folds:
+        valid = ", ".join(map(str, split.valid_folds))
+        selection = f"the epoch with the best accuracy on fold {valid} is kept (of {epochs})"
+    else:
+        selection = f"no validation fold: the weights after {epochs} epochs are kept"
+    return (f"train on folds {train}; {selection}; fold {split.test_fold} is evaluated once, "
+            f"with those weights, at the end")
+
+
+def train_single_stage(trainer: Trainer, model: nn.Module, args, run: PlannedRun) -> dict:
+    """The one-stage recipes (AudioNet, MelCNN): every parameter at ``--lr`` for ``--epochs``, then the test
+    fold once; with ``--find-lr`` only the LR range test (returns {})."""
+    groups = [{"params": model.parameters(), "lr": args.lr}]
+    if args.find_lr:
+        found = trainer.find_lr(groups, optimizer=args.optimizer)
+        print(f"suggested learning rate {found.suggestion:.2e} (plot: {found.plot})")
+        return {}
+    trainer.fit("train", groups, args.epochs, optimizer=args.optimizer, weight_decay=args.weight_decay,
+                schedule=args.schedule)
+    metrics = trainer.finish()
+    print(f"{run.run_dir}: test accuracy {metrics['test_accuracy']:.4f} (fold {run.split.test_fold}), "
+          f"best epoch {metrics['best_epoch']}, {metrics['wall_time_s'] / 60:.1f} min")
+    return metrics
+
+
+def report_runs(results: list, plan: list, args) -> None:
+    """After several runs (seeds or folds): print and write their mean +- std next to the run folders."""
+    if len(results) > 1 and not args.find_lr:
+        summary = summarize(results, Path(args.out) / f"{plan[0].run_dir.name}-summary.json")
+        print(f"test accuracy over {len(results)} runs: {summary['mean_test_accuracy']:.4f} "
+              f"+- {summary['std_test_accuracy']:.4f}")
+
+
 def mean_std(values) -> dict:
     """Mean and sample standard deviation (0 for a single value)."""
     values = np.asarray(values, dtype=float)

@@ -2,16 +2,21 @@
 
 
 def build_model(name: str, **kwargs):
-    """``audionet`` -> train.audionet.AudioNet, ``resnet50`` -> train.resnet.SpecResNet50."""
+    """``audionet`` -> train.audionet.AudioNet, ``melcnn`` -> train.melcnn.MelCNN, ``resnet50`` ->
+    train.resnet.SpecResNet50."""
     if name == "audionet":
         from train.audionet import AudioNet
 
         return AudioNet(**kwargs)
+    if name == "melcnn":
+        from train.melcnn import MelCNN
+
+        return MelCNN(**kwargs)
     if name == "resnet50":
         from train.resnet import SpecResNet50
 
         return SpecResNet50(**kwargs)
-    raise ValueError(f"unknown model name {name!r} (expected 'audionet' or 'resnet50')")
+    raise ValueError(f"unknown model name {name!r} (expected 'audionet', 'melcnn' or 'resnet50')")
 
 
 def model_from_checkpoint(checkpoint: dict):

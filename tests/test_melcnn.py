@@ -1,0 +1,127 @@
+"""MelCNN (train/melcnn.py): shapes, the crop that finds the sound, the recipe's defaults, export parity."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import export.to_onnx as to_onnx
+from edge.classifier import Classifier
+from edge.metadata import LOG_MEL_IMAGE
+from train.melcnn import (DEFAULT_WIDTHS, FRONTEND, MelCNN, RandomTimeCrop, build_augment, build_parser,
+                          widths_arg)
+from train.models import build_model
+from train.specaugment import FrequencyMask, TimeMask
+
+CLASSES = ["low_tone", "high_tone"]
+
+
+def test_the_front_end_gives_one_64_band_channel_per_5_s_window():
+    assert FRONTEND.image_shape == (1, 64, 216)
+    image = FRONTEND(np.random.default_rng(0).standard_normal(44100 * 5).astype(np.float32), 44100)
+    assert image.shape == (1, 64, 216) and image.dtype == np.float32
+
+
+@pytest.mark.parametrize("frames", [108, 216, 301])
+def test_logits_for_crops_and_whole_windows_of_any_length(frames):
+    model = MelCNN(n_classes=50).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(3, 1, 64, frames))
+    assert logits.shape == (3, 50)
+
+
+def test_defaults_are_the_recipe():
+    """`MelCNN()` is the network the CLI trains by default, and the registry rebuilds it by name."""
+    args = build_parser().parse_args([])
+    model = MelCNN()
+    assert args.widths == DEFAULT_WIDTHS and args.pooling == model.pooling == "mean+max"
+    assert [m.out_channels for m in model.features if isinstance(m, torch.nn.Conv2d)][1::2] == list(DEFAULT_WIDTHS)
+    assert isinstance(build_model("melcnn", widths=[4, 8]), MelCNN)
+
+
+def test_mean_plus_max_pooling_adds_the_loudest_frame_to_the_average():
+    """A short event in one frame moves the mean+max summary more than the mean summary."""
+    torch.manual_seed(0)
+    mean_model = MelCNN(n_classes=2, widths=(4,), pooling="mean", dropout=0.0).eval()
+    both = MelCNN(n_classes=2, widths=(4,), pooling="mean+max", dropout=0.0).eval()
+    both.load_state_dict(mean_model.state_dict())
+    x = torch.randn(1, 1, 8, 64)
+    with torch.no_grad():
+        features = mean_model.features(x).mean(dim=2)
+        expected = mean_model.classifier(features.mean(-1) + features.amax(-1))
+        assert torch.allclose(both(x), expected, atol=1e-6)
+        assert not torch.allclose(mean_model(x), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs", [{"pooling": "median"}, {"widths": ()}, {"widths": (8, 0)}])
+def test_bad_model_arguments_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        MelCNN(**kwargs)
+
+
+@pytest.mark.parametrize("text", ["", "8,x", "8,0", "-4"])
+def test_bad_widths_on_the_command_line_exit_with_usage(text, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--widths", text])
+    assert "--widths" in capsys.readouterr().err
+    assert widths_arg("8,16") == (8, 16)
+
+
+def test_random_time_crop_always_holds_the_sound():
+    """A 10-frame event in 216 frames of near-silence: every 108-frame crop contains all of it or part of it."""
+    image = torch.full((1, 64, 216), -2.0)
+    image[0, 20:30, 150:160] = 2.0
+    crop = RandomTimeCrop(108, FRONTEND)
+    for seed in range(50):
+        torch.manual_seed(seed)
+        out = crop(image)
+        assert out.shape == (1, 64, 108) and out.max() == 2.0
+    starts = set()
+    for seed in range(200):
+        torch.manual_seed(seed)
+        out = crop(image)
+        starts.add(int(torch.nonzero(out[0, 25] == 2.0)[0]))
+    assert len(starts) > 20  # the event lands at many places in the crop, not one
+
+
+def test_random_time_crop_pads_short_images_with_their_floor():
+    image = torch.zeros(1, 4, 50)
+    image[..., 10] = -1.0
+    out = RandomTimeCrop(108, FRONTEND)(image)
+    assert out.shape == (1, 4, 108) and torch.equal(out[..., 50:], torch.full((1, 4, 58), -1.0))
+
+
+def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off():
+    parser = build_parser()
+    default = build_augment(parser.parse_args([]), FRONTEND)
+    crop, masks = default.transforms
+    assert isinstance(crop, RandomTimeCrop) and crop.frames == 108  # 2.5 s at 22050 Hz, hop 512
+    assert [type(t.transforms[0]) for t in masks.transforms] == [FrequencyMask, TimeMask]
+    assert build_augment(parser.parse_args(["--crop-seconds", "0", "--no-specaugment"]), FRONTEND) is None
+    assert isinstance(build_augment(parser.parse_args(["--no-specaugment"]), FRONTEND), RandomTimeCrop)
+    with pytest.raises(ValueError, match="--crop-seconds"):
+        build_augment(parser.parse_args(["--crop-seconds", "-1"]), FRONTEND)
+
+
+def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50):
+    torch.manual_seed(0)
+    kwargs = {"n_classes": len(CLASSES), "widths": [4, 8], "dropout": 0.3, "pooling": "mean+max", "in_channels": 1}
+    run = tmp_path / "melcnn-book-seed0"
+    run.mkdir()
+    spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
+            "frontend": FRONTEND.to_json()}
+    torch.save({"model_name": "melcnn", "model_kwargs": kwargs, "state_dict": MelCNN(**kwargs).state_dict(),
+                "classes": CLASSES, "input": spec, "epoch": 1, "valid_accuracy": 0.5}, run / "best.pt")
+    (run / "metrics.json").write_text(json.dumps({"model": "melcnn", "split": "book", "seed": 0,
+                                                  "commit": "abc", "test_accuracy": 0.5}))
+    assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
+    report = json.loads((run / "model.report.json").read_text())
+    assert report["passed"] and report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] <= 1e-4
+    classifier = Classifier(run / "model.onnx")
+    assert classifier.frontend == FRONTEND and classifier.meta["model_name"] == "melcnn"
+    wave = np.random.default_rng(1).standard_normal(5 * 16000).astype(np.float32)
+    features = classifier.features(wave, 16000)
+    assert features.shape == (1, 1, 64, 216)
+    with torch.no_grad():
+        expected = to_onnx.Run.load(run).build_model()(torch.from_numpy(features)).softmax(-1)[0].numpy()
+    assert np.allclose(classifier.infer(features), expected, atol=1e-5)
