@@ -129,6 +129,7 @@ class Listener:
         self.windows = 0
         self.skipped = 0
         self.overflows = 0
+        self.invalid = 0
         self.start(rate, source)
 
     def start(self, rate: int, source: str | None = None):
@@ -157,9 +158,14 @@ class Listener:
             self.report(self.ring.latest())
 
     def report(self, window: np.ndarray):
-        level = level_dbfs(window)
         timing = {"frontend": None, "inference": None, "total": None}
-        if level < self.args.silence_db:
+        finite = bool(np.isfinite(window).all())
+        level = level_dbfs(window) if finite else float("nan")
+        if not finite:  # a broken driver or file: say so, count it, and keep listening
+            self.invalid += 1
+            self.history.clear()
+            status, top = "invalid", []
+        elif level < self.args.silence_db:
             self.history.clear()
             status, top = "silence", []
         else:
@@ -182,9 +188,9 @@ class Listener:
                    "start_s": round(max(0.0, end_s - self.window / self.rate), 3), "end_s": round(end_s, 3),
                    "status": status, "label": top[0][0] if status == "ok" else None,
                    "top": [{"label": label, "probability": round(p, 4)} for label, p in top],
-                   "level_dbfs": round(level, 1), "latency_ms": rounded["total"],
+                   "level_dbfs": round(level, 1) if finite else None, "latency_ms": rounded["total"],
                    "frontend_ms": rounded["frontend"], "inference_ms": rounded["inference"],
-                   "overflows": self.overflows, "skipped": self.skipped})
+                   "overflows": self.overflows, "skipped": self.skipped, "invalid": self.invalid})
 
     def emit(self, result: dict):
         if self.args.json:
@@ -192,7 +198,9 @@ class Listener:
         else:
             when = f"{Path(self.source).name}  {result['end_s']:5.1f}s" if self.source else result["time"][11:19]
             ranked = " | ".join(f"{t['label']} {t['probability']:.2f}" for t in result["top"])
-            if result["status"] == "silence":
+            if result["status"] == "invalid":
+                line = f"{when}  invalid window (non-finite samples; {self.invalid} so far)"
+            elif result["status"] == "silence":
                 line = f"{when}  silence ({result['level_dbfs']:.0f} dBFS)"
             elif result["status"] == "uncertain":
                 line = f"{when}  uncertain ({ranked})"
@@ -212,7 +220,8 @@ class Listener:
                 return f"median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms"
             text += (f"; latency per window {stats('total')} (front end {stats('frontend')}; inference "
                      f"{stats('inference')}; last {len(total)} classified)")
-        return text + f"; input overflows {self.overflows}; windows skipped {self.skipped}"
+        return text + (f"; input overflows {self.overflows}; windows skipped {self.skipped}; "
+                       f"invalid windows {self.invalid}")
 
 
 def classify_file(listener: Listener, path):

@@ -162,6 +162,47 @@ def test_unreadable_audio_is_one_line_error(tone_models, tmp_path, capsys, name,
     assert err.startswith("edge.listen: error:") and name in err and len(err.strip().splitlines()) == 1
 
 
+def test_samples_that_are_not_finite_are_refused_with_the_file_named(tone_models, tmp_path, capsys):
+    """A WAV of NaN samples used to be classified as a confident label; now it is an error naming the file."""
+    bad = tmp_path / "nan.wav"
+    wave = tone(LOW_HZ, 5.0, 44100)[:, 0]
+    wave[1000:2000] = np.nan
+    sf.write(str(bad), wave, 44100, subtype="FLOAT")
+    good = write_clip(tmp_path / "good.wav", LOW_HZ)
+    code = main(["--model", str(tone_models["image"]), "--file", str(bad), str(good), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "nan.wav: holds non-finite samples" in err
+    assert [json.loads(line)["label"] for line in out.splitlines()] == ["low_tone"]  # the good file still runs
+
+
+def test_a_truncated_wav_is_reported_not_classified_silently(tone_models, tmp_path, capsys):
+    full = write_clip(tmp_path / "full.wav", LOW_HZ)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    assert main(["--model", str(tone_models["image"]), "--file", str(cut)]) == 1
+    err = capsys.readouterr().err
+    assert "cut.wav: truncated" in err and "50%" in err
+    streamed = tmp_path / "streamed.wav"  # a recorder writing to a pipe leaves the length unknown (0xFFFFFFFF)
+    at = data.index(b"data") + 4
+    streamed.write_bytes(data[:at] + b"\xff\xff\xff\xff" + data[at + 4:])
+    code, [window], _ = listen_json(capsys, "--model", tone_models["image"], "--file", streamed)
+    assert code == 0 and window["label"] == "low_tone"
+
+
+def test_live_windows_with_non_finite_samples_are_counted_and_the_stream_goes_on(tone_models, capsys):
+    rate = 8000
+    listener = Listener(Classifier(tone_models["waveform"]), rate, parse_args(["--model", "m", "--json"]))
+    broken = tone(LOW_HZ, 5.0, rate)[:, 0]
+    broken[100] = np.inf
+    listener.push(broken)
+    listener.push(tone(LOW_HZ, 5.0, rate)[:, 0])  # the next window is clean again
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert (first["status"], first["label"], first["invalid"]) == ("invalid", None, 1)
+    assert (second["status"], second["label"]) == ("ok", "low_tone")
+    assert "invalid windows 1" in listener.summary()
+
+
 def test_unknown_device_is_one_line_error(tone_models, capsys):
     assert main(["--model", str(tone_models["image"]), "--device", "no-such-device-xyz", "--seconds", "1"]) == 1
     err = capsys.readouterr().err
