@@ -28,3 +28,12 @@ def test_training_speed_reports_each_stage(tmp_path):
     assert [(s["stage"], s["epochs"]) for s in result["stages"]] == [("head", 1), ("all", 2)]
     assert all(s["clips_per_s"] > 0 for s in result["stages"]) and result["wall_time_s"] > 0
     assert "--weights" in result["recipe_args"] and result["test_accuracy"] is None
+
+
+def test_model_cost_counts_parameters_and_multiply_accumulates():
+    from torch import nn
+
+    from benchmarks.model_cost import cost
+
+    conv = nn.Conv1d(1, 4, kernel_size=3, bias=False)  # 4 filters x 3 taps at each of 98 output positions
+    assert cost(conv, (1, 100)) == {"parameters": 12, "macs_per_window": 4 * 3 * 98, "input_shape": [1, 100]}
