@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.atomic import write_json  # noqa: E402
-from export.latency import cpu_name  # noqa: E402
+from edge.provenance import cpu_name  # noqa: E402
 from measuring import training_processes  # noqa: E402
 
 CACHE = REPO / ".cache" / "edge-bench"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from edge.atomic import write_json  # noqa: E402
-from export.latency import cpu_name  # noqa: E402
+from edge.provenance import cpu_name  # noqa: E402
 from measuring import training_processes  # noqa: E402
 from edge.audio import load_audio  # noqa: E402
 from edge.frontend import FrontEnd  # noqa: E402
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     from train.data.cache import precompute
     from train.data.esc50 import read_clips
     from train.datasets import LogMelImages
-    from train.engine import git_commit
+    from edge.provenance import git_commit
 
     clips = read_clips(args.data)
     frontend = FrontEnd()

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from edge.atomic import write_json  # noqa: E402
-from export.latency import cpu_name  # noqa: E402
+from edge.provenance import cpu_name  # noqa: E402
 from measuring import training_processes  # noqa: E402
 from train import audionet, resnet  # noqa: E402
 from train.data.esc50 import read_clips  # noqa: E402

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from edge.classifier import open_session
+from edge.provenance import cpu_name
 from edge.metadata import INPUT_NAME, OUTPUT_NAME
 
 
@@ -69,17 +70,6 @@ class OtherProcessesLoad:
         total, idle, own = (e - s for e, s in zip(end, self.start))
         return round(max(0.0, (total - idle - own) / total), 3)
 
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:

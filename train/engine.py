@@ -41,7 +41,6 @@ import math
 import os
 import random
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -55,10 +54,9 @@ from torch import nn
 from tqdm import tqdm
 
 from edge.atomic import staged, write_json
-from export.latency import cpu_name
+from edge.provenance import cpu_name, git_commit
 from train.data.esc50 import BOOK_SPLIT, Split, cross_validation_splits
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_FORMAT = 1
 
 
@@ -121,18 +119,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     """Seed for everything random in one epoch (shuffling, augmentation, mixing)."""
     return (seed * 1_000_003 + epoch * 7919 + 1) % 2**63
 
-
-def git_commit(*paths: str) -> str | None:
-    """HEAD of this repository (``-dirty`` when tracked files, or those under ``paths``, changed), None
-    outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
-                               cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("-dirty" if dirty else "")
 
 
 def command_line(module: str) -> str:
