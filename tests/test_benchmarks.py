@@ -37,3 +37,26 @@ def test_model_cost_counts_parameters_and_multiply_accumulates():
 
     conv = nn.Conv1d(1, 4, kernel_size=3, bias=False)  # 4 filters x 3 taps at each of 98 output positions
     assert cost(conv, (1, 100)) == {"parameters": 12, "macs_per_window": 4 * 3 * 98, "input_shape": [1, 100]}
+
+
+def test_edge_benchmark_times_the_front_end_and_inference_of_each_shipped_model(tone_models, tmp_path, monkeypatch):
+    import benchmarks.edge as edge_bench
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, path in tone_models.items():
+        (models / f"{name}.onnx").write_bytes(Path(path).read_bytes())
+    monkeypatch.setattr(edge_bench, "MODELS", models)
+    monkeypatch.setattr(edge_bench, "REPO", tmp_path)
+    monkeypatch.setattr(edge_bench, "EXAMPLES", Path(__file__).resolve().parents[1] / "edge" / "examples")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    out = tmp_path / "edge.json"
+    assert edge_bench.main(["--repeats", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["models"]) == {"image", "waveform"} and report["machine"]["cores"] >= 1
+    for entry in report["models"].values():
+        for threads in ("threads_1", "threads_2"):
+            parts = entry[threads]
+            assert {"frontend", "inference", "window"} <= set(parts) and parts["window"]["repeats"] == 3
+            assert 0 < parts["frontend"]["median_ms"] and 0 < parts["inference"]["median_ms"]
+        assert entry["listener_peak_rss_mb"] > 10 and entry["target"]["limit_ms"] == 10.0
