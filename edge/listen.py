@@ -37,6 +37,8 @@ LATENCY_HISTORY = 10000  # windows kept for the latency statistics (bounded for 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODELS = ("resnet50-int8.onnx", "audionet-int8.onnx", "audionet.onnx")  # first one present wins
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
+GATE_FRAME_S = 0.05  # the silence gate compares the levels of 50-ms frames
+FLOOR_SECONDS = 30.0  # the noise floor is the quietest background heard over this long
 LOW_MEMORY_ABOVE_MB = 50  # larger model files load with --low-memory unless --no-low-memory
 
 
@@ -108,6 +110,14 @@ class RingBuffer:
         return np.concatenate((self.data[self.pos:], self.data[:self.pos]))
 
 
+def frame_levels_dbfs(samples: np.ndarray, rate: int) -> np.ndarray:
+    """RMS level of each GATE_FRAME_S frame in dBFS (floored at -120); one frame for shorter input."""
+    size = max(1, int(round(GATE_FRAME_S * rate)))
+    frames = samples[:len(samples) // size * size].reshape(-1, size) if len(samples) >= size else samples[None]
+    power = np.mean(np.square(frames, dtype=np.float64), axis=1) if frames.size else np.zeros(1)
+    return np.maximum(10.0 * np.log10(np.maximum(power, 1e-12)), -120.0)
+
+
 def level_dbfs(samples: np.ndarray) -> float:
     """RMS level in dB relative to full scale (floored at -120)."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
@@ -141,6 +151,7 @@ class Listener:
         self.ring = RingBuffer(self.window)
         self.next_end = self.window
         self.history = collections.deque(maxlen=self.args.smooth)
+        self.floors = collections.deque(maxlen=max(1, int(np.ceil(FLOOR_SECONDS / self.args.hop))))
         self.source_windows = 0
 
     def push(self, block: np.ndarray):
@@ -161,11 +172,16 @@ class Listener:
         timing = {"frontend": None, "inference": None, "total": None}
         finite = bool(np.isfinite(window).all())
         level = level_dbfs(window) if finite else float("nan")
+        floor = float("nan")
+        if finite:
+            frames = frame_levels_dbfs(window, self.rate)
+            self.floors.append(float(np.percentile(frames, 10)))
+            floor = min(self.floors)
         if not finite:  # a broken driver or file: say so, count it, and keep listening
             self.invalid += 1
             self.history.clear()
             status, top = "invalid", []
-        elif level < self.args.silence_db:
+        elif self.is_silence(frames.max(), floor):
             self.history.clear()
             status, top = "silence", []
         else:
@@ -188,9 +204,20 @@ class Listener:
                    "start_s": round(max(0.0, end_s - self.window / self.rate), 3), "end_s": round(end_s, 3),
                    "status": status, "label": top[0][0] if status == "ok" else None,
                    "top": [{"label": label, "probability": round(p, 4)} for label, p in top],
-                   "level_dbfs": round(level, 1) if finite else None, "latency_ms": rounded["total"],
+                   "level_dbfs": round(level, 1) if finite else None,
+                   "floor_dbfs": round(floor, 1) if finite else None, "latency_ms": rounded["total"],
                    "frontend_ms": rounded["frontend"], "inference_ms": rounded["inference"],
                    "overflows": self.overflows, "skipped": self.skipped, "invalid": self.invalid})
+
+    def is_silence(self, peak_dbfs: float, floor_dbfs: float) -> bool:
+        """Nothing but background: the loudest 50-ms frame rises less than ``--gate-db`` above the noise
+        floor (the quietest tenth of the frames of the last FLOOR_SECONDS), and stays below ``--always-db``.
+
+        Relative to the floor, a quiet sound in a quiet room is still a sound, whatever the microphone's
+        gain; the absolute ``--always-db`` keeps a loud steady sound (rain, an engine) from being taken for
+        background once it has lasted long enough to become the floor.
+        """
+        return peak_dbfs < self.args.always_db and peak_dbfs < floor_dbfs + self.args.gate_db
 
     def emit(self, result: dict):
         if self.args.json:
@@ -201,7 +228,7 @@ class Listener:
             if result["status"] == "invalid":
                 line = f"{when}  invalid window (non-finite samples; {self.invalid} so far)"
             elif result["status"] == "silence":
-                line = f"{when}  silence ({result['level_dbfs']:.0f} dBFS)"
+                line = f"{when}  silence ({result['level_dbfs']:.0f} dBFS, background {result['floor_dbfs']:.0f} dBFS)"
             elif result["status"] == "uncertain":
                 line = f"{when}  uncertain ({ranked})"
             else:
@@ -361,8 +388,11 @@ def parse_args(argv=None):
     p.add_argument("--smooth", type=positive(int), default=1, help="average probabilities over the last N windows")
     p.add_argument("--threshold", type=float, default=0.3,
                    help="below this top-1 probability report 'uncertain' instead of a label")
-    p.add_argument("--silence-db", type=float, default=-60.0,
-                   help="windows quieter than this RMS level (dBFS) are reported as silence, not classified")
+    p.add_argument("--gate-db", type=float, default=10.0,
+                   help="report 'silence' unless the window's loudest 50-ms frame rises this many dB above the "
+                        "background (the quietest tenth of the last 30 s); 0 classifies every window")
+    p.add_argument("--always-db", type=float, default=-40.0,
+                   help="windows whose loudest 50-ms frame reaches this level (dBFS) are always classified")
     p.add_argument("--threads", type=positive(int), default=min(4, os.cpu_count() or 1),
                    help="onnxruntime intra-op threads (default: CPU cores, at most 4)")
     p.add_argument("--low-memory", action=argparse.BooleanOptionalAction,

@@ -82,16 +82,50 @@ def test_smoothing_averages_the_last_windows(tone_models, tmp_path, capsys):
     assert raw[5]["label"] == "high_tone" != smoothed[5]["label"]  # smoothing lags behind the change
 
 
-def test_silence_gate(tone_models, tmp_path, capsys):
+def room_tone(seconds: float, rate: int, dbfs: float, seed: int = 0) -> np.ndarray:
+    """Steady background noise at ``dbfs`` RMS."""
+    noise = np.random.default_rng(seed).standard_normal(int(seconds * rate))
+    return (noise * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def test_a_quiet_sound_after_room_tone_is_classified_and_room_tone_alone_is_silence(tone_models, tmp_path, capsys):
+    """The gate follows the background, not a fixed level: a tone at -73 dBFS (what a fixed -60 dBFS gate
+    hid) in -90 dBFS room tone is a sound; the room tone by itself is silence."""
+    rate = 22050
+    background = room_tone(12.0, rate, -90.0)
     quiet = tmp_path / "quiet.wav"
-    sf.write(quiet, np.concatenate([np.zeros(6 * 22050), tone(LOW_HZ, 6.0, 22050)[:, 0] * 0.01]), 22050)
-    code, windows, _ = listen_json(capsys, "--model", tone_models["image"], "--file", quiet, "--silence-db", -60)
+    t = np.arange(6 * rate) / rate
+    sound = np.concatenate([np.zeros(6 * rate), 3e-4 * np.sin(2 * np.pi * LOW_HZ * t)])
+    sf.write(quiet, (background + sound).astype(np.float32), rate)
+    code, windows, _ = listen_json(capsys, "--model", tone_models["image"], "--file", quiet)
     assert code == 0
-    statuses = [w["status"] for w in windows]
-    assert statuses[:2] == ["silence", "silence"] and statuses[-1] == "ok"  # the tone is at -53 dBFS
-    assert windows[0]["top"] == [] and windows[0]["latency_ms"] is None and windows[0]["level_dbfs"] == -120.0
-    _, windows, _ = listen_json(capsys, "--model", tone_models["image"], "--file", quiet, "--silence-db", -50)
+    assert [w["status"] for w in windows][:2] == ["silence", "silence"] and windows[-1]["label"] == "low_tone"
+    assert windows[0]["top"] == [] and windows[0]["latency_ms"] is None
+    assert windows[-1]["level_dbfs"] < -70 and windows[-1]["floor_dbfs"] == pytest.approx(-90, abs=1.5)
+    alone = tmp_path / "room.wav"
+    sf.write(alone, background, rate)
+    _, windows, _ = listen_json(capsys, "--model", tone_models["image"], "--file", alone)
     assert {w["status"] for w in windows} == {"silence"}
+
+
+def test_the_gate_classifies_loud_steady_sounds_and_can_be_turned_off(tone_models, tmp_path, capsys):
+    rate = 22050
+    steady = tmp_path / "steady.wav"  # one level throughout: the window is its own background
+    sf.write(steady, tone(LOW_HZ, 6.0, rate, amplitude=0.1)[:, 0], rate)  # -23 dBFS, above --always-db
+    _, windows, _ = listen_json(capsys, "--model", tone_models["image"], "--file", steady)
+    assert {w["status"] for w in windows} == {"ok"}
+    _, windows, _ = listen_json(capsys, "--model", tone_models["image"], "--file", steady, "--always-db", "-10")
+    assert {w["status"] for w in windows} == {"silence"}
+    _, windows, _ = listen_json(capsys, "--model", tone_models["image"], "--file", steady, "--always-db", "-10",
+                                "--gate-db", "0")
+    assert {w["status"] for w in windows} == {"ok"}
+
+
+def test_digital_silence_is_silence(tone_models, tmp_path, capsys):
+    zeros = tmp_path / "zeros.wav"
+    sf.write(zeros, np.zeros(6 * 8000, np.float32), 8000)
+    _, windows, _ = listen_json(capsys, "--model", tone_models["waveform"], "--file", zeros)
+    assert [w["status"] for w in windows] == ["silence", "silence"] and windows[0]["level_dbfs"] == -120.0
 
 
 def test_classifier_api(tone_models):

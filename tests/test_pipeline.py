@@ -36,7 +36,7 @@ def train_export_listen(train_module, dataset, tmp_path, train_args, clips):
     outputs = {}
     for model in (run / "model.onnx", run / "model.int8.onnx"):
         assert model.is_file(), model
-        lines = run_module("edge.listen", "--model", model, "--json", "--threshold", "0", "--silence-db", "-120",
+        lines = run_module("edge.listen", "--model", model, "--json", "--threshold", "0", "--gate-db", "0",
                            "--file", *clips).splitlines()
         outputs[model.name] = [json.loads(line) for line in lines if line.startswith("{")]
     return metrics, outputs
