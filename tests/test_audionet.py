@@ -109,6 +109,14 @@ def test_gain_noise_and_speed_change_the_signal_as_described():
     snr = 10 * torch.log10(wave.pow(2).mean() / (noisy - wave).pow(2).mean())
     assert abs(snr.item() - 20) < 1.0
     assert torch.equal(TimeShift(0.0)(wave), wave)
+    tone = torch.sin(2 * torch.pi * 200 * torch.arange(8000) / 8000)[None]  # 200 Hz for 1 s at 8 kHz
+    ratios = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        played = SpeedChange(0.1)(tone)
+        assert played.shape == tone.shape
+        ratios.append(float(torch.fft.rfft(played[0]).abs().argmax()) / 200)  # bins are 1 Hz apart
+    assert all(0.9 - 0.01 <= r <= 1.1 + 0.01 for r in ratios) and len(set(ratios)) >= 5  # pitch moves with tempo
 
 
 def test_cli_switches_turn_augmentations_off():

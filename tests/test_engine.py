@@ -180,10 +180,43 @@ def test_lr_finder_suggests_a_rate_writes_a_plot_and_restores_weights(tmp_path):
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     found = trainer.find_lr(start_lr=1e-6, end_lr=1.0, steps=12)
     assert found.plot.is_file() and found.plot.stat().st_size > 0
-    assert 1e-7 <= found.suggestion <= 1.0
+    assert found.suggestion == suggest_lr(found.lrs, found.losses)  # the curve it measured, not a default
+    assert found.suggestion in found.lrs or found.suggestion == found.lrs[int(min(range(len(found.losses)),
+                                                                                 key=found.losses.__getitem__))] / 10
     assert len(found.lrs) == len(found.losses) and found.lrs == sorted(found.lrs)
     after = trainer.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+class CountingSet(torch.utils.data.Dataset):
+    """A dataset that counts its reads: the test fold must be read by finish() alone."""
+
+    def __init__(self, inner):
+        self.inner, self.reads = inner, 0
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return self.inner[index]
+
+
+def test_best_pt_is_the_best_validation_epoch_and_the_test_fold_is_read_only_at_the_end(tmp_path):
+    trainer = make_trainer(tmp_path)
+    test_set = CountingSet(trainer.test_set)
+    trainer.test_set = test_set
+    history = trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 3e-3}], epochs=6)
+    assert test_set.reads == 0
+    valid = [row["valid_accuracy"] for row in history]
+    best_epoch = history[valid.index(max(valid))]["epoch"]  # the first epoch with the highest accuracy
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert (best["epoch"], best["valid_accuracy"]) == (best_epoch, max(valid))
+    assert len(set(valid)) > 1  # the curve moved, so the choice was a real one
+    model = model_from_checkpoint(best)
+    assert trainer.evaluate(trainer.valid_set, model=model)["accuracy"] == max(valid)
+    metrics = trainer.finish()
+    assert test_set.reads == len(test_set) and metrics["best_epoch"] == best_epoch
 
 
 def test_suggest_lr_picks_the_steepest_descent():
