@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edge.frontend import FrontEnd, fit_length, mel_filterbank, resample
+from edge_models import LOW_HZ
 
 REPO = Path(__file__).resolve().parents[1]
 ESC50_DIR = os.environ.get("ESC50_DIR")
@@ -259,3 +260,26 @@ def test_train_has_no_second_mel_implementation():
         if "edge.frontend" in imported:
             users.add(path.relative_to(REPO).as_posix())
     assert {"train/data/cache.py", "train/resnet.py"} <= users
+
+
+def test_quiet_waveform_windows_are_raised_and_louder_ones_pass_unchanged():
+    from edge.frontend import raise_quiet
+
+    t = np.arange(8000) / 8000
+    quiet = (10 ** (-35 / 20) * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    raised = raise_quiet(quiet)
+    assert 20 * np.log10(np.abs(raised).max()) == pytest.approx(-6.0, abs=0.01)
+    assert np.allclose(raised / np.abs(raised).max(), quiet / np.abs(quiet).max())  # a gain, nothing else
+    loud = quiet * 10 ** (20 / 20)  # peak -15 dBFS: above the threshold
+    assert raise_quiet(loud) is loud
+    silent = np.zeros(100, np.float32)
+    assert raise_quiet(silent) is silent
+
+
+def test_the_edge_feeds_a_waveform_model_the_same_window_whatever_the_gain(tone_models):
+    from edge.classifier import Classifier
+
+    model = Classifier(tone_models["waveform"])
+    wave = tone(LOW_HZ, 5.0, 8000, amplitude=0.15)
+    quieter = model.features(wave * 10 ** (-30 / 20), 8000)
+    assert np.allclose(quieter / np.abs(quieter).max(), model.features(wave, 8000) / np.abs(wave).max(), atol=1e-6)
