@@ -117,3 +117,32 @@ class Classifier:
 
     def top_k(self, probabilities: np.ndarray, k: int = 3) -> list:
         return top_k(probabilities, self.classes, k)
+
+
+class Ensemble:
+    """Several exported models on the same window, their probabilities averaged: the interface of
+    :class:`Classifier` (``features``, ``infer``, ``predict``, ``top_k``), so the listener runs it alike.
+    Each model builds its own input (waveform or log-mel image) from the one window."""
+
+    def __init__(self, members: list):
+        first = members[0]
+        for other in members[1:]:
+            if other.classes != first.classes or other.clip_seconds != first.clip_seconds:
+                raise ModelMetadataError(f"{other.path}: its classes or window length differ from {first.path}'s; "
+                                         "only models of the same classes and window can be averaged")
+        self.members = list(members)
+        self.path = first.path
+        self.classes, self.clip_seconds, self.sample_rate = first.classes, first.clip_seconds, first.sample_rate
+
+    def features(self, waveform: np.ndarray, rate: int) -> list:
+        return [member.features(waveform, rate) for member in self.members]
+
+    def infer(self, features: list) -> np.ndarray:
+        return np.mean([member.infer(x) for member, x in zip(self.members, features)], axis=0)
+
+    def predict(self, waveform: np.ndarray, rate: int) -> np.ndarray:
+        return self.infer(self.features(waveform, rate))
+
+    def top_k(self, probabilities: np.ndarray, k: int = 3) -> list:
+        return top_k(probabilities, self.classes, k)
+

@@ -1,15 +1,15 @@
 """Listen to a microphone (or a recording) and say what it hears.
 
     python -m edge.listen                                   # default model, default input device
-    python -m edge.listen --model resnet50.onnx --file dog.wav edge/examples/ --json
+    python -m edge.listen --model mymodel.onnx --file dog.wav edge/examples/ --json
     python -m edge.listen --list-devices
 
 Every ``--hop`` seconds the latest window (the model's clip length, 5 s) is classified. The audio
 callback only copies blocks into a queue; the main thread downmixes them into a ring buffer and runs
 the model, so slow inference shows up as skipped windows, never as dropped audio. ``--file`` streams
 a recording (or every audio file of a folder) through the same ring buffer, so it sees exactly the
-windows the microphone would. Without ``--model`` it uses the first of edge/models/resnet50-int8.onnx,
-audionet-int8.onnx and audionet.onnx. Runs with numpy, onnxruntime, soundfile, soxr and sounddevice only
+windows the microphone would. Without ``--model`` it uses edge/models/melcnn-int8.onnx (else
+audionet-int8.onnx); ``--model A B`` averages two models. Runs with numpy, onnxruntime, soundfile, soxr and sounddevice only
 (the ``edge`` extra).
 """
 from __future__ import annotations
@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import AudioFileError, load_audio
-from edge.classifier import Classifier, ModelFileError
+from edge.classifier import Classifier, Ensemble, ModelFileError
 from edge.metadata import ModelMetadataError
 
 FALLBACK_RATES = (48000, 44100, 32000, 16000)
 DEVICE_TIMEOUT_S = 3.0  # no audio for this long: the device is gone
 LATENCY_HISTORY = 10000  # windows kept for the latency statistics (bounded for long runs)
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODELS = ("resnet50-int8.onnx", "audionet-int8.onnx", "audionet.onnx")  # first one present wins
+DEFAULT_MODELS = ("melcnn-int8.onnx", "audionet-int8.onnx")  # the first one present in edge/models wins
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
 GATE_FRAME_S = 0.05  # the silence gate compares the levels of 50-ms frames
 FLOOR_SECONDS = 30.0  # the noise floor is the quietest background heard over this long
@@ -376,8 +376,9 @@ def positive(kind):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m edge.listen", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="exported ONNX model (python -m export.to_onnx; default: "
-                   f"edge/models/{DEFAULT_MODELS[0]}, else edge/models/{DEFAULT_MODELS[1]})")
+    p.add_argument("--model", nargs="+", metavar="FILE",
+                   help="exported ONNX model (python -m export.to_onnx); several: their probabilities are averaged "
+                        f"on each window (default: edge/models/{DEFAULT_MODELS[0]}, else {DEFAULT_MODELS[1]})")
     p.add_argument("--file", nargs="+", metavar="PATH",
                    help="classify these recordings (WAV/FLAC/OGG, any rate and channels; a folder means all its "
                         "audio files, sorted) instead of the microphone")
@@ -410,8 +411,10 @@ def main(argv=None) -> int:
         if args.list_devices:
             print(list_devices())
             return 0
-        model = Path(args.model) if args.model else default_model()
-        classifier = Classifier(model, threads=args.threads, low_memory=wants_low_memory(model, args.low_memory))
+        models = [Path(m) for m in args.model] if args.model else [default_model()]
+        members = [Classifier(m, threads=args.threads, low_memory=wants_low_memory(m, args.low_memory))
+                   for m in models]
+        classifier = members[0] if len(members) == 1 else Ensemble(members)
         if args.file:
             listener, failed = classify_files(classifier, args)
         else:

@@ -283,17 +283,40 @@ def test_folder_without_audio_is_an_error(tone_models, tmp_path, capsys):
     assert f"{tmp_path}: folder holds no audio files" in capsys.readouterr().err
 
 
-def test_default_model_prefers_resnet_int8_then_audionet(tone_models, tmp_path, monkeypatch, capsys):
+def test_default_model_prefers_melcnn_int8_then_audionet_int8(tone_models, tmp_path, monkeypatch, capsys):
     with pytest.raises(ModelFileError, match="no --model given and no default model in .*export one"):
         default_model(tmp_path)
-    (tmp_path / "audionet.onnx").write_bytes(Path(tone_models["waveform"]).read_bytes())
-    assert default_model(tmp_path) == tmp_path / "audionet.onnx"
-    (tmp_path / "resnet50-int8.onnx").write_bytes(Path(tone_models["image"]).read_bytes())
-    assert default_model(tmp_path) == tmp_path / "resnet50-int8.onnx"
+    (tmp_path / "audionet-int8.onnx").write_bytes(Path(tone_models["waveform"]).read_bytes())
+    assert default_model(tmp_path) == tmp_path / "audionet-int8.onnx"
+    (tmp_path / "melcnn-int8.onnx").write_bytes(Path(tone_models["image"]).read_bytes())
+    assert default_model(tmp_path) == tmp_path / "melcnn-int8.onnx"
     monkeypatch.setattr(listen, "MODELS_DIR", tmp_path)
     clip = write_clip(tmp_path / "low.wav", LOW_HZ)
-    code, [window], _ = listen_json(capsys, "--file", clip)  # no --model: the int8 ResNet-50 stand-in runs
+    code, [window], _ = listen_json(capsys, "--file", clip)  # no --model: the log-mel stand-in runs
     assert code == 0 and window["label"] == "low_tone" and window["frontend_ms"] is not None
+
+
+def test_two_models_are_averaged_on_each_window(tone_models, tmp_path, capsys):
+    clip = write_clip(tmp_path / "high.wav", HIGH_HZ)
+    singles = [listen_json(capsys, "--model", m, "--file", clip, "--top-k", "3")[1][0] for m in tone_models.values()]
+    code, [pair], _ = listen_json(capsys, "--model", *tone_models.values(), "--file", clip, "--top-k", "3")
+    assert code == 0 and pair["label"] == "high_tone"
+    probability = {label: np.mean([next(t["probability"] for t in w["top"] if t["label"] == label) for w in singles])
+                   for label in CLASSES}
+    assert {t["label"]: t["probability"] for t in pair["top"]} == pytest.approx(probability, abs=1e-3)
+
+
+def test_models_of_different_classes_cannot_be_averaged(tone_models, tmp_path, capsys):
+    import onnx
+
+    other = tmp_path / "other.onnx"
+    proto = onnx.load(str(tone_models["image"]))
+    for prop in proto.metadata_props:
+        if prop.key == "classes":
+            prop.value = json.dumps(["a", "b", "c"])
+    onnx.save(proto, str(other))
+    assert main(["--model", str(tone_models["waveform"]), str(other), "--file", str(other)]) == 1
+    assert "only models of the same classes" in capsys.readouterr().err
 
 
 def test_edge_runs_without_torch_librosa_or_portaudio(tone_models, tmp_path):
