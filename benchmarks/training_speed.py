@@ -31,7 +31,7 @@ from edge.provenance import cpu_name  # noqa: E402
 from measuring import training_processes  # noqa: E402
 from train import audionet, resnet  # noqa: E402
 from train.data.esc50 import read_clips  # noqa: E402
-from train.engine import parse_splits  # noqa: E402
+from train.data.esc50 import parse_splits  # noqa: E402
 
 RECIPES = {"audionet": audionet.main, "resnet": resnet.main}
 FOLDS = 5

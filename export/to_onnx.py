@@ -25,8 +25,7 @@ from edge.classifier import Classifier
 from edge.frontend import FrontEnd
 from edge.metadata import INPUT_NAME, LOG_MEL_IMAGE, OUTPUT_NAME, WAVEFORM, encode
 from export.latency import latency_table, machine
-from train.data.esc50 import DatasetError, read_clips
-from train.engine import parse_splits
+from train.data.esc50 import DatasetError, parse_splits, read_clips
 
 OPSET = 18
 INT8_MIN_SPEEDUP = 1.5  # the latency target for int8 vs fp32 (reported, not enforced: timing is noisy)

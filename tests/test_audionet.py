@@ -9,7 +9,8 @@ from edge.frontend import sound_level_db
 from train.audionet import VARIANTS, AudioNet, build_mix, build_parser, legacy_settings
 from train.augment import (AddNoise, BetweenClass, PitchShift, RandomApply, RandomCrop, RandomGain, SpeedChange,
                            TimeShift, build_augment)
-from train.engine import Mixup, plan_runs
+from train.augment import Mixup
+from train.runs import plan_runs
 
 
 @pytest.mark.parametrize("depth", sorted(VARIANTS))

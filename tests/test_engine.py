@@ -17,8 +17,9 @@ from torch.utils.data import TensorDataset
 from train.audionet import AudioNet
 from train.models import model_from_checkpoint
 from train import engine
-from train.engine import (Mixup, Trainer, checkpoint_info, confusion_matrix, parse_splits, resolve_precision,
-                          suggest_lr)
+from train.augment import Mixup
+from train.data.esc50 import parse_splits
+from train.engine import Trainer, checkpoint_info, confusion_matrix, resolve_precision, suggest_lr
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = 4096  # AudioNet is fully convolutional: short clips keep these tests fast

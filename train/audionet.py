@@ -11,11 +11,11 @@ import sys
 import torch
 from torch import nn
 
-from train.augment import BetweenClass, add_augment_args, build_augment
+from train.augment import BetweenClass, add_augment_args, build_augment, build_mixup
 from train.data.esc50 import DatasetError, class_names, read_clips
 from train.datasets import WaveformClips
-from train.engine import (Trainer, add_common_args, build_mixup, checkpoint_info, command_line, plan_runs,
-                          protocol_text, report_runs, seed_everything, train_single_stage)
+from train.engine import Trainer, checkpoint_info, seed_everything
+from train.runs import add_common_args, command_line, plan_runs, protocol_text, report_runs, train_single_stage
 
 SAMPLE_RATE = 8000  # the paper's and the book's rate; the first layer is defined at this rate
 DEFAULT_SAMPLE_RATE = 16000

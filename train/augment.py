@@ -133,7 +133,7 @@ class BetweenClass:
     (p x1 + (1 - p) x2) / sqrt(p^2 + (1 - p)^2) keeps the level of the inputs. Partners come from a
     permutation of the batch, so in batches of 32 about one clip in 20 is paired with itself or with
     its own class and keeps its label (the paper always draws two different classes).
-    Called like :class:`train.engine.Mixup`: returns (mixed batch, partner index, r).
+    Called like :class:`Mixup`: returns (mixed batch, partner index, r).
     """
 
     def __init__(self, sample_rate: int):
@@ -150,6 +150,32 @@ class BetweenClass:
 
     def __repr__(self) -> str:
         return f"BetweenClass(sample_rate={self.sample_rate})"
+
+
+class Mixup:
+    """mixup (Zhang et al. 2018): x = lam * x + (1 - lam) * x[partner], lam ~ Beta(alpha, alpha) per batch.
+
+    Called on a batch, returns (mixed batch, partner index, per-example share of the own label).
+    """
+
+    def __init__(self, alpha: float):
+        if alpha <= 0:
+            raise ValueError(f"mixup alpha must be positive, not {alpha}")
+        self.alpha = alpha
+
+    def __call__(self, x: torch.Tensor):
+        lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
+        partner = torch.randperm(x.shape[0]).to(x.device)
+        return lam * x + (1 - lam) * x[partner], partner, torch.full((x.shape[0],), lam, device=x.device)
+
+    def __repr__(self) -> str:
+        return f"Mixup(alpha={self.alpha})"
+
+
+def build_mixup(args) -> Mixup | None:
+    if args.mixup < 0:
+        raise ValueError(f"--mixup must be >= 0, not {args.mixup}")
+    return Mixup(args.mixup) if args.mixup else None
 
 
 def add_augment_args(parser: argparse.ArgumentParser, crop_seconds: float = 0.0,

@@ -1,4 +1,4 @@
-"""The training engine shared by AudioNet and the spectrogram ResNet-50.
+"""The training engine shared by every model (AudioNet, MelCNN, the spectrogram ResNet-50).
 
 A :class:`Trainer` owns one run folder and trains one model through named *stages*::
 
@@ -24,7 +24,7 @@ validation accuracy; with no validation folds it keeps the last epoch).
 ``ema`` (a decay per step, e.g. 0.999; 0 = off) keeps an exponential moving average of the weights and
 BatchNorm statistics beside the model; that average is what is validated, selected and saved.
 
-``mix`` (e.g. :class:`Mixup`, or train.augment.BetweenClass for waveforms) mixes each training batch
+``mix`` (train.augment.Mixup, or train.augment.BetweenClass for waveforms) mixes each training batch
 with a shuffled copy of itself; the loss is cross-entropy against the mixed label distribution.
 
 Mixed precision (``precision``): ``auto`` trains in float16 with loss scaling on CUDA and in
@@ -34,17 +34,12 @@ schedule nor the weight average. Channels-last is used on CUDA only; everything 
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import os
 import random
-import shlex
-import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +50,7 @@ from tqdm import tqdm
 
 from edge.atomic import staged, write_json
 from edge.provenance import cpu_name, git_commit
-from train.data.esc50 import BOOK_SPLIT, Split, cross_validation_splits
+from train.plots import plot_confusion, plot_curves, plot_lr_find
 
 CHECKPOINT_FORMAT = 1
 
@@ -120,27 +115,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 1) % 2**63
 
 
-
-def command_line(module: str) -> str:
-    """The command that started this process, as ``python -m module args...``."""
-    return " ".join(["python", "-m", module] + [shlex.quote(a) for a in sys.argv[1:]])
-
-
 def save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
     with staged(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-
-
-def save_figure_atomic(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    with staged(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def checkpoint_info(model_name: str, model_kwargs: dict, classes: list, input_spec: dict) -> dict:
@@ -516,232 +496,3 @@ def confusion_matrix(targets, predictions, n_classes: int) -> np.ndarray:
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(targets), np.asarray(predictions)), 1)
     return matrix
-
-
-# --------------------------------------------------------------------------- plots (matplotlib Agg)
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_lr_find(lrs, losses, suggestion: float, path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(lrs, losses)
-    ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.1e}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="LR range test")
-    ax.legend()
-    save_figure_atomic(fig, path)
-
-
-def plot_curves(history: list, path: Path, title: str = "") -> None:
-    plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    epochs = [r["epoch"] for r in history]
-    for key, label in (("train", "train"), ("valid", "valid")):
-        if any(f"{key}_loss" in r for r in history):
-            ax_loss.plot(epochs, [r.get(f"{key}_loss") for r in history], label=label)
-            ax_acc.plot(epochs, [r.get(f"{key}_accuracy") for r in history], label=label)
-    for i in range(1, len(history)):
-        if history[i]["stage"] != history[i - 1]["stage"]:
-            for ax in (ax_loss, ax_acc):
-                ax.axvline(history[i]["epoch"] - 0.5, color="grey", linestyle=":")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
-    for ax in (ax_loss, ax_acc):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    save_figure_atomic(fig, path)
-
-
-def plot_confusion(matrix: np.ndarray, classes: list, path: Path, title: str = "") -> None:
-    plt = _pyplot()
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(0.22 * n + 3, 0.22 * n + 2.5))
-    image = ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(n), classes, rotation=90, fontsize=6)
-    ax.set_yticks(range(n), classes, fontsize=6)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    fig.colorbar(image, ax=ax, fraction=0.03)
-    save_figure_atomic(fig, path)
-
-
-class Mixup:
-    """mixup (Zhang et al. 2018): x = lam * x + (1 - lam) * x[partner], lam ~ Beta(alpha, alpha) per batch.
-
-    Called on a batch, returns (mixed batch, partner index, per-example share of the own label).
-    """
-
-    def __init__(self, alpha: float):
-        if alpha <= 0:
-            raise ValueError(f"mixup alpha must be positive, not {alpha}")
-        self.alpha = alpha
-
-    def __call__(self, x: torch.Tensor):
-        lam = float(torch.distributions.Beta(self.alpha, self.alpha).sample())
-        partner = torch.randperm(x.shape[0]).to(x.device)
-        return lam * x + (1 - lam) * x[partner], partner, torch.full((x.shape[0],), lam, device=x.device)
-
-    def __repr__(self) -> str:
-        return f"Mixup(alpha={self.alpha})"
-
-
-def build_mixup(args) -> Mixup | None:
-    if args.mixup < 0:
-        raise ValueError(f"--mixup must be >= 0, not {args.mixup}")
-    return Mixup(args.mixup) if args.mixup else None
-
-
-# --------------------------------------------------------------------------- command line
-
-def add_common_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
-                    weight_decay: float = 1e-2, mixup: float = 0.0, ema: float = 0.0) -> argparse.ArgumentParser:
-    """Flags both training CLIs share; the defaults given here are the model's reported settings."""
-    parser.add_argument("--data", default=os.environ.get("ESC50_DIR", "data/ESC-50"),
-                        help="ESC-50 folder (meta/esc50.csv + audio/); default $ESC50_DIR or data/ESC-50")
-    parser.add_argument("--split", default="book",
-                        help="book (train 1-3, select on 4, test 5), cv (all five folds, fixed epochs) "
-                             "or cvK (test on fold K only)")
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--lr", type=float, default=lr, help="maximum learning rate of the schedule")
-    parser.add_argument("--weight-decay", type=float, default=weight_decay)
-    parser.add_argument("--optimizer", choices=["adam", "adamw"], default="adamw")
-    parser.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
-    parser.add_argument("--mixup", type=float, default=mixup, metavar="ALPHA",
-                        help="mixup Beta(alpha, alpha); 0 disables")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--ema", type=float, default=ema, metavar="DECAY",
-                        help="validate, select and save an exponential moving average of the weights with this "
-                             "decay per step, e.g. 0.999 (0 = off; default %(default)s)")
-    parser.add_argument("--find-lr", action="store_true",
-                        help="run the LR range test, save lr_find.png in the run folder, print a suggestion, exit")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue an interrupted run (its saved settings are used)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
-                        help="autocast dtype; auto = fp16 on CUDA, bf16 on CPUs with native bf16 "
-                             "(AVX512-BF16/AMX), else fp32")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", help="comma-separated seeds, one run each (overrides --seed), e.g. 0,1,2")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--out", default="runs", help="folder for run folders")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
-    return parser
-
-
-def parse_splits(name: str) -> list:
-    """``book`` -> [BOOK_SPLIT]; ``cv`` -> the five CV splits; ``cv3`` -> the split testing fold 3."""
-    cv = cross_validation_splits()
-    if name == "book":
-        return [BOOK_SPLIT]
-    if name == "cv":
-        return cv
-    for split in cv:
-        if split.name == name:
-            return [split]
-    raise ValueError(f"--split must be book, cv or cv1..cv5, not {name!r}")
-
-
-def parse_seeds(args) -> list:
-    if not args.seeds:
-        return [args.seed]
-    try:
-        return [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, not {args.seeds!r}") from None
-
-
-@dataclass
-class PlannedRun:
-    """One (split, seed) run; :meth:`create` makes its folder and saves the settings in config.json."""
-
-    split: Split
-    seed: int
-    run_dir: Path
-    resume: bool
-    config: dict
-
-    def create(self) -> Path:
-        if not self.resume:
-            self.run_dir.mkdir(parents=True, exist_ok=False)
-            write_json(self.config, self.run_dir / "config.json")
-        return self.run_dir
-
-
-def plan_runs(args, model_name: str, legacy_settings=None) -> list:
-    """One :class:`PlannedRun` per (split, seed), in runs/<model>-<split>-seed<k>-<timestamp>/. With
-    ``--resume RUN`` the run's saved settings are loaded into ``args`` and the plan is that run alone;
-    ``legacy_settings(saved)`` gives the values of settings added later that a run saved before them had."""
-    if args.resume:
-        run_dir = Path(args.resume)
-        config_path = run_dir / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path}: not a run folder (no config.json)")
-        saved = json.loads(config_path.read_text())
-        keep = {"resume": args.resume, "device": args.device, "workers": args.workers,
-                "no_progress": args.no_progress}
-        vars(args).update({**(legacy_settings(saved) if legacy_settings else {}), **saved, **keep})
-        return [PlannedRun(parse_splits(saved["split"])[0], saved["seed"], run_dir, True, saved)]
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return [PlannedRun(split, seed, Path(args.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}", False,
-                       {**vars(args), "split": split.name, "seed": seed, "seeds": None, "resume": None})
-            for seed in parse_seeds(args) for split in parse_splits(args.split)]
-
-
-def protocol_text(split, epochs: int) -> str:
-    """How a run on ``split`` chooses its weights and when it sees the test fold, for metrics.json."""
-    train = ", ".join(map(str, split.train_folds))
-    if split.valid_folds:
-        valid = ", ".join(map(str, split.valid_folds))
-        selection = f"the epoch with the best accuracy on fold {valid} is kept (of {epochs})"
-    else:
-        selection = f"no validation fold: the weights after {epochs} epochs are kept"
-    return (f"train on folds {train}; {selection}; fold {split.test_fold} is evaluated once, "
-            f"with those weights, at the end")
-
-
-def train_single_stage(trainer: Trainer, model: nn.Module, args, run: PlannedRun) -> dict:
-    """The one-stage recipes (AudioNet, MelCNN): every parameter at ``--lr`` for ``--epochs``, then the test
-    fold once; with ``--find-lr`` only the LR range test (returns {})."""
-    groups = [{"params": model.parameters(), "lr": args.lr}]
-    if args.find_lr:
-        found = trainer.find_lr(groups, optimizer=args.optimizer)
-        print(f"suggested learning rate {found.suggestion:.2e} (plot: {found.plot})")
-        return {}
-    trainer.fit("train", groups, args.epochs, optimizer=args.optimizer, weight_decay=args.weight_decay,
-                schedule=args.schedule)
-    metrics = trainer.finish()
-    print(f"{run.run_dir}: test accuracy {metrics['test_accuracy']:.4f} (fold {run.split.test_fold}), "
-          f"best epoch {metrics['best_epoch']}, {metrics['wall_time_s'] / 60:.1f} min")
-    return metrics
-
-
-def report_runs(results: list, plan: list, args) -> None:
-    """After several runs (seeds or folds): print and write their mean +- std next to the run folders."""
-    if len(results) > 1 and not args.find_lr:
-        summary = summarize(results, Path(args.out) / f"{plan[0].run_dir.name}-summary.json")
-        print(f"test accuracy over {len(results)} runs: {summary['mean_test_accuracy']:.4f} "
-              f"+- {summary['std_test_accuracy']:.4f}")
-
-
-def mean_std(values) -> dict:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
-
-
-def summarize(results: list, path: Path) -> dict:
-    """Mean and standard deviation of test accuracy over several runs, written to ``path``."""
-    stats = mean_std([r["test_accuracy"] for r in results])
-    summary = {"runs": [{"split": r["split"], "seed": r["seed"], "test_accuracy": r["test_accuracy"]}
-                        for r in results],
-               "mean_test_accuracy": stats["mean"], "std_test_accuracy": stats["std"]}
-    write_json(summary, path)
-    return summary

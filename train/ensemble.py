@@ -10,8 +10,8 @@ import torch
 
 from edge.frontend import FrontEnd
 from edge.metadata import LOG_MEL_IMAGE, WAVEFORM
-from train.data.esc50 import read_clips
-from train.engine import load_best, parse_splits, resolve_device
+from train.data.esc50 import parse_splits, read_clips
+from train.engine import load_best, resolve_device
 from train.models import model_from_checkpoint
 
 

@@ -24,8 +24,9 @@ from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import DatasetError, class_names
 from train.datasets import LogMelImages
-from train.engine import (Trainer, add_common_args, build_mixup, checkpoint_info, command_line, plan_runs,
-                          protocol_text, report_runs, seed_everything, train_single_stage)
+from train.engine import Trainer, checkpoint_info, seed_everything
+from train.runs import add_common_args, command_line, plan_runs, protocol_text, report_runs, train_single_stage
+from train.augment import build_mixup
 from train.specaugment import spec_augment
 
 # One grey channel: the dB image scaled to [0, 1] (0 = top_db below the window's peak), then centred.

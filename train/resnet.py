@@ -23,8 +23,10 @@ from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import N_CLASSES, DatasetError, class_names
 from train.datasets import LogMelImages
-from train.engine import (Trainer, add_common_args, build_mixup, checkpoint_info, command_line, mean_std,
-                          parse_seeds, parse_splits, plan_runs, seed_everything)
+from train.augment import build_mixup
+from train.data.esc50 import parse_splits
+from train.engine import Trainer, checkpoint_info, seed_everything
+from train.runs import add_common_args, command_line, mean_std, parse_seeds, plan_runs
 from train.ensemble import ensemble_accuracy, run_split
 from train.specaugment import spec_augment
 

@@ -48,6 +48,19 @@ def cross_validation_splits():
             for k in range(1, N_FOLDS + 1)]
 
 
+def parse_splits(name: str) -> list:
+    """``book`` -> [BOOK_SPLIT]; ``cv`` -> the five CV splits; ``cv3`` -> the split testing fold 3."""
+    cv = cross_validation_splits()
+    if name == "book":
+        return [BOOK_SPLIT]
+    if name == "cv":
+        return cv
+    for split in cv:
+        if split.name == name:
+            return [split]
+    raise ValueError(f"--split must be book, cv or cv1..cv5, not {name!r}")
+
+
 def find_root(path) -> Path:
     """The folder that holds ``meta/esc50.csv``: DIR itself or DIR/ESC-50-master (the GitHub archive)."""
     path = Path(path)
