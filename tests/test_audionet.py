@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from edge.frontend import sound_level_db
-from train.audionet import VARIANTS, AudioNet, build_mix, build_parser, legacy_settings
-from train.augment import (AddNoise, BetweenClass, PitchShift, RandomApply, RandomCrop, RandomGain, SpeedChange,
-                           TimeShift, build_augment)
-from train.augment import Mixup
+from train.audionet import VARIANTS, AudioNet, build_parser
+from train.augment import (AddNoise, BetweenClass, Mixup, PitchShift, RandomApply, RandomCrop, RandomGain,
+                           SpeedChange, TimeShift, build_augment, build_mix)
 from train.runs import plan_runs
 
 
@@ -43,17 +42,18 @@ def test_unknown_depth_is_refused():
         AudioNet(depth=7)
 
 
-def test_a_run_saved_before_pooling_and_noise_existed_resumes_as_it_was_trained(tmp_path):
-    """Its config.json has no "pooling" (it used mean pooling) and "no_noise" instead of "noise"."""
+def test_resume_takes_the_saved_settings_and_refuses_a_run_saved_by_another_version(tmp_path):
     run = tmp_path / "audionet-book-seed0"
     run.mkdir()
-    saved = vars(build_parser().parse_args(["--no-gain", "--no-shift", "--no-speed", "--crop-seconds", "0"]))
-    del saved["pooling"], saved["noise"]
-    (run / "config.json").write_text(json.dumps({**saved, "no_noise": False, "split": "book", "seed": 0}))
-    args = build_parser().parse_args(["--resume", str(run), "--pooling", "mean+max", "--no-noise"])
-    [planned] = plan_runs(args, "audionet", legacy_settings)
-    assert planned.resume and args.pooling == "mean"
-    assert [type(t).__name__ for t in build_augment(args, 8000).transforms] == ["AddNoise"]
+    saved = {**vars(build_parser().parse_args(["--pooling", "mean", "--mix", "none"])), "split": "book", "seed": 0}
+    (run / "config.json").write_text(json.dumps(saved))
+    args = build_parser().parse_args(["--resume", str(run), "--pooling", "mean+max", "--device", "cpu"])
+    [planned] = plan_runs(args, "audionet")
+    assert planned.resume and (args.pooling, args.mix, args.device) == ("mean", "none", "cpu")
+    del saved["mix"]  # as written before --mix existed
+    (run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="saved by another version of this code .no mix"):
+        plan_runs(build_parser().parse_args(["--resume", str(run)]), "audionet")
 
 
 def test_mean_plus_max_pooling_sums_both_summaries_of_the_last_feature_map():
@@ -85,7 +85,7 @@ def test_sample_rates_that_are_not_multiples_of_8_khz_are_refused(capsys):
         build_parser().parse_args(["--sample-rate", "22050"])
     assert "--sample-rate: must be a multiple of 8000 Hz, not '22050'" in capsys.readouterr().err
     args = build_parser().parse_args(["--sample-rate", "8000"])
-    assert args.sample_rate == 8000 and repr(build_mix(args)) == "BetweenClass(sample_rate=8000)"
+    assert args.sample_rate == 8000 and repr(build_mix(args, args.sample_rate)) == "BetweenClass(sample_rate=8000)"
     defaults = build_parser().parse_args([])
     assert defaults.sample_rate == 16000 and defaults.ema == 0.999  # the reported recipe
 
@@ -180,11 +180,15 @@ def test_between_class_mixes_at_the_perceived_ratio_and_labels_by_it():
     assert mixed.shape == (2, 1, 20000) and 0 <= ratio.min() and ratio.max() < 1
 
 
-def test_between_class_is_the_default_mix_and_mixup_the_alternative():
+def test_between_class_is_the_default_mix_and_mixup_the_alternative(capsys):
     parse = build_parser().parse_args
-    assert isinstance(build_mix(parse([])), BetweenClass)
-    assert repr(build_mix(parse(["--no-between-class"]))) == "Mixup(alpha=0.2)"
-    assert build_mix(parse(["--no-between-class", "--mixup", "0"])) is None
+    assert isinstance(build_mix(parse([]), 16000), BetweenClass)
+    assert repr(build_mix(parse(["--mix", "mixup"]), 16000)) == "Mixup(alpha=0.2)"
+    assert repr(build_mix(parse(["--mix", "mixup", "--mixup-alpha", "0.4"]), 16000)) == "Mixup(alpha=0.4)"
+    assert build_mix(parse(["--mix", "none"]), 16000) is None
+    with pytest.raises(SystemExit):
+        parse(["--mix", "cutmix"])
+    assert "--mix" in capsys.readouterr().err
 
 
 def test_mixup_uses_one_ratio_per_batch():

@@ -11,7 +11,7 @@ import sys
 import torch
 from torch import nn
 
-from train.augment import BetweenClass, add_augment_args, build_augment, build_mixup
+from train.augment import add_augment_args, build_augment, build_mix
 from train.data.esc50 import DatasetError, class_names, read_clips
 from train.datasets import WaveformClips
 from train.engine import Trainer, checkpoint_info, seed_everything
@@ -97,12 +97,6 @@ class AudioNet(nn.Module):
         return self.classifier(pooled)
 
 
-def legacy_settings(saved: dict) -> dict:
-    """For --resume: the pooling and noise of a run saved before --pooling and --noise existed (it said
-    ``no_noise``, and noise was on unless it was set)."""
-    return {"pooling": "mean", "noise": not saved.get("no_noise", False)}
-
-
 def sample_rate_arg(text: str) -> int:
     """``--sample-rate``: a positive multiple of 8000 Hz."""
     try:
@@ -117,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.audionet",
         description="Train AudioNet (raw waveforms, 16 kHz by default) on ESC-50. The defaults reproduce the README numbers.")
-    add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2, mixup=0.2,
+    add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2,
+                    mixes=("between-class", "mixup", "none"), mix="between-class",
                     ema=DEFAULT_EMA)
     parser.add_argument("--depth", type=int, choices=sorted(VARIANTS), default=DEFAULT_DEPTH,
                         help="5 = M5, the book's network; 11 (default: faster here and more accurate) or 18 = M11/M18 of Dai et al.")
@@ -126,13 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pooling", choices=POOLINGS, default=DEFAULT_POOLING,
                         help="how the last feature map is summarised over time: mean = the paper's global "
                              "average pooling (default %(default)s)")
-    add_augment_args(parser, crop_seconds=DEFAULT_CROP_SECONDS, between_class=True, noise=False)
+    add_augment_args(parser, crop_seconds=DEFAULT_CROP_SECONDS, noise=False)
     return parser
-
-
-def build_mix(args):
-    """Between-class learning (the default), else mixup when --mixup > 0, else None."""
-    return BetweenClass(args.sample_rate) if args.between_class else build_mixup(args)
 
 
 def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
@@ -141,7 +131,7 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
     seed_everything(run.seed)
     split = run.split
     augment = build_augment(args, args.sample_rate)
-    mix = build_mix(args)
+    mix = build_mix(args, args.sample_rate)
     train_set = clips.select(lambda c: c.fold in split.train_folds, transform=augment)
     valid_set = clips.select(lambda c: c.fold in split.valid_folds)
     test_set = clips.select(lambda c: c.fold == split.test_fold)
@@ -163,7 +153,7 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        plan = plan_runs(args, "audionet", legacy_settings)
+        plan = plan_runs(args, "audionet")
         all_clips = read_clips(args.data)
         clips = WaveformClips(all_clips, args.sample_rate, progress=False if args.no_progress else None)
         classes = class_names(all_clips)

@@ -172,14 +172,17 @@ class Mixup:
         return f"Mixup(alpha={self.alpha})"
 
 
-def build_mixup(args) -> Mixup | None:
-    if args.mixup < 0:
-        raise ValueError(f"--mixup must be >= 0, not {args.mixup}")
-    return Mixup(args.mixup) if args.mixup else None
+def build_mix(args, sample_rate: int | None = None):
+    """The batch mixing ``--mix`` names (between-class learning needs the waveforms' ``sample_rate``), or None."""
+    if args.mix == "between-class":
+        return BetweenClass(sample_rate)
+    if args.mix == "mixup":
+        return Mixup(args.mixup_alpha)
+    return None
 
 
 def add_augment_args(parser: argparse.ArgumentParser, crop_seconds: float = 0.0,
-                     between_class: bool = False, noise: bool = True) -> argparse.ArgumentParser:
+                     noise: bool = True) -> argparse.ArgumentParser:
     group = parser.add_argument_group("waveform augmentation (training clips only)")
     group.add_argument("--no-gain", action="store_true", help="disable random gain (+-6 dB)")
     group.add_argument("--no-shift", action="store_true", help="disable random circular time shift")
@@ -192,9 +195,6 @@ def add_augment_args(parser: argparse.ArgumentParser, crop_seconds: float = 0.0,
     group.add_argument("--crop-seconds", type=float, default=crop_seconds,
                        help="train on random windows of this length that contain the sound, and test on "
                             f"whole clips (0 = train on whole clips; default {crop_seconds:g})")
-    group.add_argument("--between-class", action=argparse.BooleanOptionalAction, default=between_class,
-                       help="mix each batch by between-class learning (level-aware, ratio ~ U(0, 1)); "
-                            f"replaces --mixup (default: {'on' if between_class else 'off'})")
     return parser
 
 

@@ -26,7 +26,7 @@ from train.data.esc50 import DatasetError, class_names
 from train.datasets import LogMelImages
 from train.engine import Trainer, checkpoint_info, seed_everything
 from train.runs import add_common_args, command_line, plan_runs, protocol_text, report_runs, train_single_stage
-from train.augment import build_mixup
+from train.augment import build_mix
 from train.specaugment import spec_augment
 
 # One grey channel: the dB image scaled to [0, 1] (0 = top_db below the window's peak), then centred.
@@ -37,7 +37,7 @@ DEFAULT_EPOCHS = 150
 DEFAULT_CROP_SECONDS = 2.5
 DEFAULT_LR = 3e-3
 DEFAULT_EMA = 0.999
-DEFAULT_MIXUP = 1.0  # Beta(1, 1): a uniform share, as between-class learning draws it
+DEFAULT_MIXUP_ALPHA = 1.0  # Beta(1, 1): a uniform share, as between-class learning draws it
 DEFAULT_FREQ_MASK = 8  # of 64 mel bins
 DEFAULT_TIME_MASK = 24  # of the 108 frames of a 2.5-s crop
 
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m train.melcnn", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train MelCNN (log-mel images, from scratch) on ESC-50. The defaults reproduce the README numbers.")
     add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2,
-                    mixup=DEFAULT_MIXUP, ema=DEFAULT_EMA)
+                    mix="mixup", mixup_alpha=DEFAULT_MIXUP_ALPHA, ema=DEFAULT_EMA)
     group = parser.add_argument_group("MelCNN")
     group.add_argument("--widths", type=widths_arg, default=DEFAULT_WIDTHS, metavar="C1,C2,...",
                        help="channels of each stage")
@@ -164,7 +164,7 @@ def train_run(args, run, log_mels, clips, frontend: FrontEnd) -> dict:
         return LogMelImages(log_mels[index], targets[index], frontend, transform)
 
     augment = build_augment(args, frontend)
-    mix = build_mixup(args)
+    mix = build_mix(args)
     model_kwargs = {"n_classes": len(class_names(clips)), "widths": list(args.widths), "dropout": args.dropout,
                     "pooling": args.pooling, "in_channels": frontend.channels}
     model = MelCNN(**model_kwargs)

@@ -23,7 +23,7 @@ from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import N_CLASSES, DatasetError, class_names
 from train.datasets import LogMelImages
-from train.augment import build_mixup
+from train.augment import build_mix
 from train.data.esc50 import parse_splits
 from train.engine import Trainer, checkpoint_info, seed_everything
 from train.runs import add_common_args, command_line, mean_std, parse_seeds, plan_runs
@@ -184,7 +184,7 @@ def train_run(args, planned, log_mels, clips, frontend: FrontEnd) -> dict:
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
     protocol = PROTOCOL["book" if split.valid_folds else "cv"].format(fold=split.test_fold)
-    mix = build_mixup(args)
+    mix = build_mix(args)
     trainer = Trainer(
         model, planned.run_dir, train_set=images(train_idx, augment),
         valid_set=images(valid_idx) if valid_idx else None, test_set=images(test_idx),

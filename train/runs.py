@@ -19,13 +19,18 @@ from train.data.esc50 import Split, parse_splits
 from train.engine import PRECISIONS, Trainer
 
 
+MIX_HELP = {"between-class": "level-aware waveform mixing, ratio ~ U(0, 1), Tokozume et al. 2018",
+            "mixup": "Zhang et al. 2018", "none": "no mixing"}
+
+
 def command_line(module: str) -> str:
     """The command that started this process, as ``python -m module args...``."""
     return " ".join(["python", "-m", module] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
-                    weight_decay: float = 1e-2, mixup: float = 0.0, ema: float = 0.0) -> argparse.ArgumentParser:
+                    weight_decay: float = 1e-2, mixes: tuple = ("mixup", "none"), mix: str = "none",
+                    mixup_alpha: float = 0.2, ema: float = 0.0) -> argparse.ArgumentParser:
     """Flags both training CLIs share; the defaults given here are the model's reported settings."""
     parser.add_argument("--data", default=os.environ.get("ESC50_DIR", "data/ESC-50"),
                         help="ESC-50 folder (meta/esc50.csv + audio/); default $ESC50_DIR or data/ESC-50")
@@ -38,8 +43,11 @@ def add_common_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size:
     parser.add_argument("--weight-decay", type=float, default=weight_decay)
     parser.add_argument("--optimizer", choices=["adam", "adamw"], default="adamw")
     parser.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
-    parser.add_argument("--mixup", type=float, default=mixup, metavar="ALPHA",
-                        help="mixup Beta(alpha, alpha); 0 disables")
+    parser.add_argument("--mix", choices=mixes, default=mix,
+                        help="how each training batch is mixed with a shuffled copy of itself: " + ", ".join(
+                            f"{name} ({MIX_HELP[name]})" for name in mixes) + " (default %(default)s)")
+    parser.add_argument("--mixup-alpha", type=float, default=mixup_alpha, metavar="ALPHA",
+                        help="with --mix mixup: the ratio is drawn from Beta(alpha, alpha) (default %(default)s)")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--ema", type=float, default=ema, metavar="DECAY",
                         help="validate, select and save an exponential moving average of the weights with this "
@@ -86,10 +94,10 @@ class PlannedRun:
         return self.run_dir
 
 
-def plan_runs(args, model_name: str, legacy_settings=None) -> list:
+def plan_runs(args, model_name: str) -> list:
     """One :class:`PlannedRun` per (split, seed), in runs/<model>-<split>-seed<k>-<timestamp>/. With
-    ``--resume RUN`` the run's saved settings are loaded into ``args`` and the plan is that run alone;
-    ``legacy_settings(saved)`` gives the values of settings added later that a run saved before them had."""
+    ``--resume RUN`` the run's saved settings are loaded into ``args`` and the plan is that run alone; a run
+    saved by a version with other settings is refused (resume it with that version)."""
     if args.resume:
         run_dir = Path(args.resume)
         config_path = run_dir / "config.json"
@@ -98,7 +106,11 @@ def plan_runs(args, model_name: str, legacy_settings=None) -> list:
         saved = json.loads(config_path.read_text())
         keep = {"resume": args.resume, "device": args.device, "workers": args.workers,
                 "no_progress": args.no_progress}
-        vars(args).update({**(legacy_settings(saved) if legacy_settings else {}), **saved, **keep})
+        missing = sorted(set(vars(args)) - set(saved) - set(keep))
+        if missing:
+            raise ValueError(f"{config_path}: saved by another version of this code (no {', '.join(missing)}); "
+                             f"resume it with the version it was started with (commit in its metrics or log)")
+        vars(args).update({**saved, **keep})
         return [PlannedRun(parse_splits(saved["split"])[0], saved["seed"], run_dir, True, saved)]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return [PlannedRun(split, seed, Path(args.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}", False,
