@@ -1,6 +1,6 @@
 """int8 choices measured: fp32 vs static QDQ variants vs dynamic int8, for AudioNet and ResNet-50.
 
-    python benchmarks/export.py [--audionet-run RUN] [--resnet-run RUN] [--data DIR] [--threads 1,2]
+    python -m benchmarks.export [--audionet-run RUN] [--resnet-run RUN] [--data DIR] [--threads 1,2]
 
 Each model (a training run folder, else freshly initialised weights, which time the same) is exported
 with export.to_onnx and quantised with export/quantize.py in several ways. For every variant the
@@ -22,15 +22,14 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from edge.atomic import write_json  # noqa: E402
-from edge.classifier import Classifier  # noqa: E402
-from edge.frontend import FrontEnd  # noqa: E402
-from edge.metadata import LOG_MEL_IMAGE, WAVEFORM  # noqa: E402
-from export.latency import latency_table, machine  # noqa: E402
-from export.quantize import quantize_dynamic_int8, quantize_int8  # noqa: E402
-from export.to_onnx import (Inputs, Run, accuracy, compare, dataset_clips, logits_onnx, logits_torch,  # noqa: E402
+from edge.atomic import write_json
+from edge.classifier import Classifier
+from edge.frontend import FrontEnd
+from edge.metadata import LOG_MEL_IMAGE, WAVEFORM
+from export.latency import latency_table, machine
+from export.quantize import quantize_dynamic_int8, quantize_int8
+from export.to_onnx import (Inputs, Run, accuracy, compare, dataset_clips, logits_onnx, logits_torch,
                             per_class, save_onnx, thread_counts, to_onnx)
 
 RESULT = REPO / "benchmarks" / "results" / "export.json"
@@ -123,7 +122,7 @@ def benchmark_model(name: str, run_dir, args, folder: Path) -> dict:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python benchmarks/export.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--audionet-run", type=Path, help="AudioNet run folder (default: fresh weights)")
     p.add_argument("--resnet-run", type=Path, help="ResNet-50 run folder (default: fresh weights)")
     p.add_argument("--data", type=Path, help="ESC-50 folder (default: the run's, then $ESC50_DIR; else synthetic)")
@@ -155,7 +154,7 @@ def main(argv=None) -> int:
         earlier = json.loads(args.out.read_text())
         if earlier.get("machine", {}).get("cpu") == result["machine"]["cpu"]:
             result["models"] = earlier.get("models", {})
-    command = " ".join(["python benchmarks/export.py", *args.argv])
+    command = " ".join(["python -m benchmarks.export", *args.argv])
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             print(f"benchmarking {name} ...", file=sys.stderr)

@@ -7,7 +7,7 @@
 - wall time of ``precompute`` for every clip with all cores, into a temporary cache (``--force``).
 
 Numbers for a report must not be taken while training runs; see the shared notes for pausing it.
-Usage: python benchmarks/features.py [--data DIR] [--out JSON]
+Usage: python -m benchmarks.features [--data DIR] [--out JSON]
 """
 from __future__ import annotations
 
@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from edge.atomic import write_json  # noqa: E402
-from edge.provenance import cpu_name  # noqa: E402
-from measuring import training_processes  # noqa: E402
-from edge.audio import load_audio  # noqa: E402
-from edge.frontend import FrontEnd  # noqa: E402
+from edge.atomic import write_json
+from edge.provenance import cpu_name
+from benchmarks.measuring import training_processes
+from edge.audio import load_audio
+from edge.frontend import FrontEnd
 
 TARGETS_S = {"precompute_all": 60.0, "cached_item": 0.001, "frontend_window": 0.010}
 BOOK_S = {"on_the_fly_item": 0.395, "cached_item": 0.003}
@@ -61,8 +60,8 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ESC50_DIR", "/work/data/ESC-50")),
-                        help="ESC-50 folder (default: $ESC50_DIR or /work/data/ESC-50)")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ESC50_DIR", "data/ESC-50")),
+                        help="ESC-50 folder (default: $ESC50_DIR or data/ESC-50)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "features.json")
     parser.add_argument("--items", type=int, default=100, help="on-the-fly items to time (default 100)")
     parser.add_argument("--windows", type=int, default=300, help="front-end calls to time (default 300)")
@@ -104,7 +103,6 @@ def main(argv=None) -> int:
         order = rng.integers(0, len(dataset), size=args.cached_items)
         dataset[0]  # warm-up: the first item maps the file
         cached = timed(lambda i: dataset[int(order[i])], len(order))
-        del dataset, log_mels
 
     info["load_average_at_end"] = list(os.getloadavg())
     results = {

@@ -1,8 +1,8 @@
 """Training speed of a recipe on this machine -> benchmarks/results/training-<model>-<device>.json.
 
-    python benchmarks/training_speed.py resnet --device cuda --workers 6      # synthetic clips
-    python benchmarks/training_speed.py audionet --data data/ESC-50 --device cuda --workers 3
-    python benchmarks/training_speed.py resnet -- --weights imagenet          # flags after -- go to the recipe
+    python -m benchmarks.training_speed resnet --device cuda --workers 6      # synthetic clips
+    python -m benchmarks.training_speed audionet --data data/ESC-50 --device cuda --workers 3
+    python -m benchmarks.training_speed resnet -- --weights imagenet          # flags after -- go to the recipe
 
 The recipe runs once with its defaults on the book split (ResNet-50 with ``--weights none`` unless
 given: the same network, so the same speed). Without ``--data`` it trains on a synthetic ESC-50 of
@@ -21,19 +21,18 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from edge.atomic import write_json  # noqa: E402
-from edge.provenance import cpu_name  # noqa: E402
-from measuring import training_processes  # noqa: E402
-from train import audionet, resnet  # noqa: E402
-from train.data.esc50 import read_clips  # noqa: E402
-from train.data.esc50 import parse_splits  # noqa: E402
+from edge.atomic import write_json
+from edge.provenance import cpu_name
+from benchmarks.measuring import training_processes
+from train import audionet, melcnn, resnet
+from train.data.esc50 import read_clips
+from train.data.esc50 import parse_splits
 
-RECIPES = {"audionet": audionet.main, "resnet": resnet.main}
+RECIPES = {"audionet": audionet.main, "melcnn": melcnn.main, "resnet": resnet.main}
 FOLDS = 5
 
 

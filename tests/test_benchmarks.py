@@ -1,14 +1,11 @@
 """benchmarks/training_speed.py: its synthetic ESC-50 and the JSON it writes from a real (tiny) run."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import training_speed  # noqa: E402
-
-from train.data.esc50 import read_clips  # noqa: E402
+import benchmarks.training_speed as training_speed
+from train.data.esc50 import read_clips
 
 
 def test_synthetic_esc50_has_the_layout_and_fold_sizes(tmp_path):
