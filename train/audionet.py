@@ -14,8 +14,8 @@ from torch import nn
 from train.augment import add_augment_args, build_augment, build_mix
 from train.data.esc50 import DatasetError, class_names, read_clips
 from train.datasets import WaveformClips
-from train.engine import Trainer, checkpoint_info, seed_everything
-from train.runs import add_common_args, command_line, plan_runs, protocol_text, report_runs, train_single_stage
+from train.engine import seed_everything
+from train.runs import add_common_args, plan_runs, report_runs, run_trainer, train_single_stage
 
 SAMPLE_RATE = 8000  # the paper's and the book's rate; the first layer is defined at this rate
 DEFAULT_SAMPLE_RATE = 16000
@@ -139,14 +139,8 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
                     "pooling": args.pooling}
     model = AudioNet(**model_kwargs)
     input_spec = {"kind": "waveform", "sample_rate": args.sample_rate, "clip_seconds": CLIP_SECONDS, "frontend": None}
-    metadata = {"model": "audionet", "model_kwargs": model_kwargs, "split": split.name, "seed": run.seed,
-                "protocol": protocol_text(split, args.epochs), "command": command_line("train.audionet"),
-                "augment": repr(augment), "mix": repr(mix), "settings": {k: v for k, v in vars(args).items() if k != "resume"}}
-    trainer = Trainer(model, run.run_dir, train_set=train_set, valid_set=valid_set, test_set=test_set,
-                      checkpoint_info=checkpoint_info("audionet", model_kwargs, classes, input_spec),
-                      metadata=metadata, device=args.device, batch_size=args.batch_size, workers=args.workers,
-                      seed=run.seed, mix=mix, label_smoothing=args.label_smoothing, precision=args.precision,
-                      ema=args.ema, resume=run.resume, progress=False if args.no_progress else None)
+    trainer = run_trainer(args, run, model, name="audionet", model_kwargs=model_kwargs, classes=classes,
+                          input_spec=input_spec, datasets=(train_set, valid_set, test_set), augment=augment, mix=mix)
     return train_single_stage(trainer, model, args, run)
 
 

@@ -24,8 +24,8 @@ from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import DatasetError, class_names
 from train.datasets import LogMelImages
-from train.engine import Trainer, checkpoint_info, seed_everything
-from train.runs import add_common_args, command_line, plan_runs, protocol_text, report_runs, train_single_stage
+from train.engine import seed_everything
+from train.runs import add_common_args, plan_runs, report_runs, run_trainer, train_single_stage
 from train.augment import build_mix
 from train.specaugment import spec_augment
 
@@ -170,17 +170,10 @@ def train_run(args, run, log_mels, clips, frontend: FrontEnd) -> dict:
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
-    metadata = {"model": "melcnn", "model_kwargs": model_kwargs, "split": split.name, "seed": run.seed,
-                "protocol": protocol_text(split, args.epochs), "command": command_line("train.melcnn"),
-                "augment": repr(augment), "mix": repr(mix),
-                "settings": {k: v for k, v in vars(args).items() if k != "resume"}}
-    trainer = Trainer(model, run.run_dir, train_set=images(split.train_folds, augment),
-                      valid_set=images(split.valid_folds) if split.valid_folds else None,
-                      test_set=images((split.test_fold,)),
-                      checkpoint_info=checkpoint_info("melcnn", model_kwargs, class_names(clips), input_spec),
-                      metadata=metadata, device=args.device, batch_size=args.batch_size, workers=args.workers,
-                      seed=run.seed, mix=mix, label_smoothing=args.label_smoothing, precision=args.precision,
-                      ema=args.ema, resume=run.resume, progress=False if args.no_progress else None)
+    datasets = (images(split.train_folds, augment), images(split.valid_folds) if split.valid_folds else None,
+                images((split.test_fold,)))
+    trainer = run_trainer(args, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
+                          input_spec=input_spec, datasets=datasets, augment=augment, mix=mix)
     return train_single_stage(trainer, model, args, run)
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from edge.atomic import write_json
 from train.data.esc50 import Split, parse_splits
-from train.engine import PRECISIONS, Trainer
+from train.engine import PRECISIONS, Trainer, checkpoint_info
 
 
 MIX_HELP = {"between-class": "level-aware waveform mixing, ratio ~ U(0, 1), Tokozume et al. 2018",
@@ -128,6 +128,22 @@ def protocol_text(split, epochs: int) -> str:
         selection = f"no validation fold: the weights after {epochs} epochs are kept"
     return (f"train on folds {train}; {selection}; fold {split.test_fold} is evaluated once, "
             f"with those weights, at the end")
+
+
+def run_trainer(args, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict, classes: list,
+                input_spec: dict, datasets: tuple, augment, mix) -> Trainer:
+    """The Trainer of one planned run of a one-stage recipe (``python -m train.<name>``), recording in
+    metrics.json what every run records: model, split, seed, protocol, command, augmentation, settings."""
+    train_set, valid_set, test_set = datasets
+    metadata = {"model": name, "model_kwargs": model_kwargs, "split": run.split.name, "seed": run.seed,
+                "protocol": protocol_text(run.split, args.epochs), "command": command_line(f"train.{name}"),
+                "augment": repr(augment), "mix": repr(mix),
+                "settings": {k: v for k, v in vars(args).items() if k != "resume"}}
+    return Trainer(model, run.run_dir, train_set=train_set, valid_set=valid_set, test_set=test_set,
+                   checkpoint_info=checkpoint_info(name, model_kwargs, classes, input_spec),
+                   metadata=metadata, device=args.device, batch_size=args.batch_size, workers=args.workers,
+                   seed=run.seed, mix=mix, label_smoothing=args.label_smoothing, precision=args.precision,
+                   ema=args.ema, resume=run.resume, progress=False if args.no_progress else None)
 
 
 def train_single_stage(trainer: Trainer, model: nn.Module, args, run: PlannedRun) -> dict:
