@@ -201,9 +201,13 @@ class Sources:
     rirs: dict
 
     @classmethod
-    def make(cls, folder: Path, rng: np.random.Generator) -> "Sources":
-        return cls(folder, babble_sources(folder),
-                   {rt60: [room_impulse_response(rt60, RATE, rng) for _ in range(RIRS_PER_ROOM)] for rt60 in ROOMS})
+    def make(cls, folder: Path, conditions: list) -> "Sources":
+        """What ``conditions`` need, from the benchmark's own seed."""
+        rng = np.random.default_rng([SEED, 10**6])
+        kinds = {c.kind for c in conditions}
+        rirs = {c.value: [room_impulse_response(c.value, RATE, rng) for _ in range(RIRS_PER_ROOM)]
+                for c in conditions if c.kind == "reverb"}
+        return cls(folder, babble_sources(folder) if "babble" in kinds else [], rirs)
 
 
 def degrade(condition: Condition, x: np.ndarray, rng: np.random.Generator, sources: Sources) -> tuple:
@@ -251,7 +255,7 @@ class RecordingScorer(Listener):
 def run(models: list, clips: list, conditions: list, folder: Path, progress: bool = True) -> dict:
     """{model: {condition: {"accuracy", "silenced", "recordings"}}} over ``clips`` (ESC-50 Clip objects)."""
     scorers = {m.stem: RecordingScorer(Classifier(m, threads=2)) for m in models}
-    sources = Sources.make(folder, np.random.default_rng([SEED, -1]))
+    sources = Sources.make(folder, conditions)
     hits = {m: {c.name: 0 for c in conditions} for m in scorers}
     silenced = {m: {c.name: 0 for c in conditions} for m in scorers}
     for i, clip in enumerate(clips):

@@ -118,3 +118,16 @@ def test_the_drop_summary_measures_against_clean():
     assert results["m"]["babble 10 dB SNR"]["drop_points"] == 20.0
     assert summary["worst_condition"] == "babble 10 dB SNR" and summary["mean_drop_points"] == pytest.approx(10.0)
     assert summary["level_spread_points"] == 10.0
+
+
+def test_a_benchmark_run_scores_every_model_under_every_condition(tone_models, fake_esc50, tmp_path):
+    from train.data.esc50 import read_clips
+
+    clips = [c for c in read_clips(fake_esc50) if c.fold == 5]
+    conditions = [c for c in R.CONDITIONS if c.name in ("clean", "gain -30 dB", "room RT60 0.3 s", "MP3 32 kbit/s")]
+    results = R.run([tone_models["image"], tone_models["waveform"]], clips, conditions, tmp_path, progress=False)
+    assert set(results) == {"image", "waveform"}
+    for by_condition in results.values():
+        assert list(by_condition) == [c.name for c in conditions]
+        assert all(entry["recordings"] == 2 and 0 <= entry["accuracy"] <= 1 for entry in by_condition.values())
+    assert results["image"]["clean"]["accuracy"] == 1.0 and results["image"]["gain -30 dB"]["accuracy"] == 1.0
