@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from train.augment import add_augment_args, build_augment, build_mix
-from train.data.esc50 import DatasetError, class_names, read_clips
+from train.data.esc50 import class_names, read_clips
 from train.datasets import WaveformClips
 from train.engine import seed_everything
-from train.runs import add_common_args, plan_runs, report_runs, run_trainer, train_single_stage
+from train.runs import add_common_args, run_recipe, run_trainer, train_single_stage
 
 SAMPLE_RATE = 8000  # the paper's and the book's rate; the first layer is defined at this rate
 DEFAULT_SAMPLE_RATE = 16000
@@ -146,17 +146,13 @@ def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        plan = plan_runs(args, "audionet")
+
+    def train_all(plan):
         all_clips = read_clips(args.data)
         clips = WaveformClips(all_clips, args.sample_rate, progress=False if args.no_progress else None)
-        classes = class_names(all_clips)
-        results = [train_run(args, run, clips, classes) for run in plan]
-    except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    report_runs(results, plan, args)
-    return 0
+        return [train_run(args, run, clips, class_names(all_clips)) for run in plan]
+
+    return run_recipe(args, "audionet", train_all)
 
 
 if __name__ == "__main__":

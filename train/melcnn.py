@@ -22,10 +22,10 @@ from torchvision.transforms import Compose
 from edge.frontend import FrontEnd
 from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
-from train.data.esc50 import DatasetError, class_names
+from train.data.esc50 import class_names
 from train.datasets import LogMelImages
 from train.engine import seed_everything
-from train.runs import add_common_args, plan_runs, report_runs, run_trainer, train_single_stage
+from train.runs import add_common_args, run_recipe, run_trainer, train_single_stage
 from train.augment import build_mix
 from train.specaugment import spec_augment
 
@@ -179,17 +179,13 @@ def train_run(args, run, log_mels, clips, frontend: FrontEnd) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        plan = plan_runs(args, "melcnn")
-        frontend = FRONTEND
-        log_mels, clips = load_log_mels(args.data, frontend, args.cache_dir, progress=not args.no_progress)
+
+    def train_all(plan):
+        log_mels, clips = load_log_mels(args.data, FRONTEND, args.cache_dir, progress=not args.no_progress)
         log_mels = np.ascontiguousarray(log_mels)  # 2000 x 64 x 216 floats: 110 MB, read once
-        results = [train_run(args, run, log_mels, clips, frontend) for run in plan]
-    except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    report_runs(results, plan, args)
-    return 0
+        return [train_run(args, run, log_mels, clips, FRONTEND) for run in plan]
+
+    return run_recipe(args, "melcnn", train_all)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from edge.atomic import write_json
-from train.data.esc50 import Split, parse_splits
+from train.data.esc50 import DatasetError, Split, parse_splits
 from train.engine import PRECISIONS, Trainer, checkpoint_info
 
 
@@ -160,6 +160,19 @@ def train_single_stage(trainer: Trainer, model: nn.Module, args, run: PlannedRun
     print(f"{run.run_dir}: test accuracy {metrics['test_accuracy']:.4f} (fold {run.split.test_fold}), "
           f"best epoch {metrics['best_epoch']}, {metrics['wall_time_s'] / 60:.1f} min")
     return metrics
+
+
+def run_recipe(args, name: str, train_all) -> int:
+    """The body of a training command: plan its runs, train them (``train_all(plan)`` returns their metrics)
+    and report; bad data or settings give one line on stderr and exit status 2."""
+    try:
+        plan = plan_runs(args, name)
+        results = train_all(plan)
+    except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report_runs(results, plan, args)
+    return 0
 
 
 def report_runs(results: list, plan: list, args) -> None:
