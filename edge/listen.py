@@ -171,17 +171,16 @@ class Listener:
     def report(self, window: np.ndarray):
         timing = {"frontend": None, "inference": None, "total": None}
         finite = bool(np.isfinite(window).all())
-        level = level_dbfs(window) if finite else float("nan")
-        floor = float("nan")
+        level = floor = peak = float("nan")
         if finite:
             frames = frame_levels_dbfs(window, self.rate)
             self.floors.append(float(np.percentile(frames, 10)))
-            floor = min(self.floors)
+            level, floor, peak = level_dbfs(window), min(self.floors), float(frames.max())
         if not finite:  # a broken driver or file: say so, count it, and keep listening
             self.invalid += 1
             self.history.clear()
             status, top = "invalid", []
-        elif self.is_silence(frames.max(), floor):
+        elif self.is_silence(peak, floor):
             self.history.clear()
             status, top = "silence", []
         else:
