@@ -13,7 +13,7 @@ class AudioFileError(ValueError):
 
 
 def load_audio(path) -> tuple:
-    """(mono float32 waveform, sample rate) of a WAV/FLAC/OGG file; channels are averaged."""
+    """(mono float32 waveform, sample rate) of a WAV/FLAC/OGG file; channels are aligned, then averaged (:func:`downmix`)."""
     import soundfile as sf
 
     path = Path(path)
@@ -31,7 +31,43 @@ def load_audio(path) -> tuple:
     if declared is not None and declared[0] > declared[1]:
         raise AudioFileError(f"{path}: truncated: its header declares {declared[0]} bytes of audio, the file holds "
                              f"{declared[1]} ({declared[1] / declared[0]:.0%}); re-copy or re-export it")
-    return data.mean(axis=1), int(rate)
+    return downmix(data, int(rate)), int(rate)
+
+
+MAX_CHANNEL_DELAY_S = 0.001  # the sound's travel time across a 34-cm microphone pair
+
+
+def downmix(frames: np.ndarray, rate: int) -> np.ndarray:
+    """Mono float32 from (samples, channels): each channel shifted by the delay (within 1 ms) that best
+    aligns it with the first, then all averaged (delay-and-sum, steered at the loudest source).
+
+    A plain average of a spaced microphone pair cancels every frequency at which the delay between the
+    channels is half a period: 0.3 ms cuts notches at 1.7, 5 and 8.3 kHz, and cost the log-mel model 31
+    points in benchmarks.robustness. Aligned first, the channels add in phase.
+    """
+    frames = np.asarray(frames, np.float32)
+    if frames.ndim != 2:
+        raise ValueError(f"expected (samples, channels), got shape {frames.shape}")
+    if frames.shape[1] == 1:
+        return frames[:, 0]
+    reference, max_lag = frames[:, 0], int(MAX_CHANNEL_DELAY_S * rate)
+    total = reference.astype(np.float64)
+    for channel in frames.T[1:]:
+        delay = channel_delay(reference, channel, max_lag)
+        total += np.roll(channel, -delay)  # the samples that wrap around are at most 1 ms of the edges
+    return (total / frames.shape[1]).astype(np.float32)
+
+
+def channel_delay(reference: np.ndarray, other: np.ndarray, max_lag: int) -> int:
+    """Samples by which ``other`` lags ``reference`` (negative: it leads), the cross-correlation peak
+    within +-``max_lag``; 0 when either is silent."""
+    n = len(reference)
+    if max_lag < 1 or n < 2 or not reference.any() or not other.any():
+        return 0
+    size = 1 << (2 * n - 1).bit_length()
+    correlation = np.fft.irfft(np.fft.rfft(other, size) * np.conj(np.fft.rfft(reference, size)), size)
+    lags = np.arange(-min(max_lag, n - 1), min(max_lag, n - 1) + 1)
+    return int(lags[np.argmax(correlation[lags])])
 
 
 def wav_declared_bytes(path) -> tuple | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio import AudioFileError, load_audio
+from edge.audio import AudioFileError, downmix, load_audio
 from edge.classifier import Classifier, Ensemble, ModelFileError
 from edge.metadata import ModelMetadataError
 
@@ -356,7 +356,7 @@ def listen_live(classifier: Classifier, args) -> Listener:
                                      f"{DEVICE_TIMEOUT_S:g} s (disconnected?)", listener) from None
                 while not blocks.empty():
                     chunk.append(blocks.get_nowait())
-                listener.push(np.concatenate(chunk).mean(axis=1))
+                listener.push(downmix(np.concatenate(chunk), rate))
     except KeyboardInterrupt:
         pass
     except sd.PortAudioError as err:
