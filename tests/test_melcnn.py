@@ -8,6 +8,7 @@ import torch
 import export.to_onnx as to_onnx
 from edge.classifier import Classifier
 from edge.metadata import LOG_MEL_IMAGE
+from train.augment import RecordingConditions
 from train.melcnn import (DEFAULT_WIDTHS, FRONTEND, MelCNN, RandomTimeCrop, build_augment, build_parser,
                           widths_arg)
 from train.models import build_model
@@ -125,3 +126,55 @@ def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_
     with torch.no_grad():
         expected = to_onnx.Run.load(run).build_model()(torch.from_numpy(features)).softmax(-1)[0].numpy()
     assert np.allclose(classifier.infer(features), expected, atol=1e-5)
+
+
+def burst_log_mel(seconds: float = 0.5, hz: float = 1000.0) -> np.ndarray:
+    t = np.arange(FRONTEND.clip_samples) / FRONTEND.sample_rate
+    return FRONTEND.log_mel((np.sin(2 * np.pi * hz * t) * (t < seconds)).astype(np.float32), FRONTEND.sample_rate)
+
+
+def test_recording_conditions_keep_the_cache_layout_and_do_nothing_at_p_0():
+    db = burst_log_mel()
+    assert np.array_equal(RecordingConditions(FRONTEND, p=0.0)(db), db)
+    torch.manual_seed(0)
+    out = RecordingConditions(FRONTEND, p=1.0)(db)
+    assert out.shape == db.shape and out.dtype == np.float32
+    assert out.max() == 0.0 and out.min() >= -FRONTEND.top_db and not np.array_equal(out, db)
+    with pytest.raises(ValueError, match="probability"):
+        RecordingConditions(FRONTEND, p=1.5)
+
+
+def test_reverberation_decays_by_60_db_in_rt60():
+    conditions = RecordingConditions(FRONTEND, rt60_s=(0.5, 0.5), drr_db=(0.0, 0.0))
+    power = torch.zeros(64, 216, dtype=torch.float64)
+    power[:, :10] = 1.0  # a burst of 10 frames, then nothing
+    out = conditions.reverberate(power).numpy()
+    frames_per_s = FRONTEND.sample_rate / FRONTEND.hop_length
+    later = 20 + 10
+    lowest, highest = (10 * np.log10(out[band, 20] / out[band, later]) for band in (0, -1))
+    expected = 60 * (10 / frames_per_s) / 0.5  # 60 dB per 0.5 s in the lowest band
+    assert lowest == pytest.approx(expected, abs=0.1)
+    assert highest == pytest.approx(expected / 0.6, abs=0.1)  # RT60 40 % shorter in the top band
+    assert out.sum() == pytest.approx(2 * power.sum().item(), rel=0.01)  # DRR 0 dB: the tail carries as much as the sound
+    assert np.allclose(conditions.reverberate(torch.zeros_like(power)), 0)
+
+
+def test_noise_is_added_at_the_drawn_snr_with_the_drawn_slope():
+    torch.manual_seed(0)
+    conditions = RecordingConditions(FRONTEND, snr_db=(10.0, 10.0))
+    power = torch.from_numpy(10 ** (burst_log_mel() / 10)).double()
+    noise = conditions.noise(power)
+    assert 10 * np.log10(float(power.mean() / noise.mean())) == pytest.approx(10.0, abs=1e-6)
+    spectrum = 10 * np.log10(noise.mean(dim=1).numpy())
+    octaves = np.log2(conditions.centres[:, 0].numpy() / 1000)
+    slope = np.polyfit(octaves[octaves > -2], spectrum[octaves > -2], 1)[0]
+    assert -7.0 < slope < 4.0  # drawn in -6..+3 dB per octave (the level may also wander over time)
+
+
+def test_microphone_band_attenuates_below_and_above_its_corners():
+    conditions = RecordingConditions(FRONTEND, highpass_hz=(300.0, 300.0), lowpass_hz=(3400.0, 3400.0),
+                                     tilt_db_per_octave=0.0)
+    gain_db = 10 * np.log10(conditions.microphone()[:, 0].numpy())
+    centres = conditions.centres[:, 0].numpy()
+    assert np.all(gain_db[centres < 100] < -9) and np.all(gain_db[centres > 10000] < -9)
+    assert gain_db[np.argmin(abs(centres - 1000))] > -1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import Compose
@@ -222,3 +223,82 @@ def build_augment(args, sample_rate: int):
     if len(chain) > 1:
         return Compose(chain)
     return chain[0] if chain else None
+
+
+class RecordingConditions:
+    """How a device might have recorded the clip, simulated on its log-mel (dB relative to the clip's maximum,
+    as train.data.cache stores it): room reverberation, background noise, and a microphone's band and colour,
+    each with probability ``p``. Returns the dB log-mel of the result, relative to its own maximum again.
+
+    It works on mel power, not waveforms, so it reuses the feature cache and costs about a millisecond per
+    clip. Reverberation is an exponential power decay per band (RT60 shorter at high frequencies) added at
+    a direct-to-reverberant ratio; noise has a random spectral slope, per-bin fluctuation and, half the
+    time, a slowly varying level; the microphone is a high-pass and a low-pass of random order and corner
+    and a smooth random tilt. These generators, and their seeds, are not the robustness benchmark's
+    (pyroomacoustics rooms, audiomentations and espeak-ng noise, scipy filters), so the benchmark measures
+    how well the model generalises to conditions it never saw in this form.
+    """
+
+    def __init__(self, frontend, p: float = 1 / 3, snr_db: tuple = (5.0, 30.0), rt60_s: tuple = (0.2, 1.2),
+                 drr_db: tuple = (-3.0, 12.0), highpass_hz: tuple = (50.0, 500.0), lowpass_hz: tuple = (2500.0, 10000.0),
+                 tilt_db_per_octave: float = 2.0):
+        from edge.frontend import hz_to_mel, mel_filterbank, mel_to_hz
+
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be a probability, not {p}")
+        self.p, self.snr_db, self.rt60_s, self.drr_db = p, snr_db, rt60_s, drr_db
+        self.highpass_hz, self.lowpass_hz, self.tilt = highpass_hz, lowpass_hz, tilt_db_per_octave
+        f = frontend
+        edges = mel_to_hz(np.linspace(hz_to_mel(f.fmin), hz_to_mel(f.fmax), f.n_mels + 2))
+        self.centres = torch.tensor(np.maximum(edges[1:-1], 20.0), dtype=torch.float64)[:, None]
+        bins = (mel_filterbank(f.sample_rate, f.n_fft, f.n_mels, f.fmin, f.fmax) > 0).sum(axis=1)
+        self.bins = torch.tensor(np.maximum(bins, 1), dtype=torch.float64)[:, None]  # noise degrees of freedom
+        self.frame_rate = f.sample_rate / f.hop_length
+        self.top_db = f.top_db
+
+    def __call__(self, log_mel_db: np.ndarray) -> np.ndarray:
+        power = 10 ** (torch.as_tensor(np.asarray(log_mel_db), dtype=torch.float64) / 10)
+        if float(torch.rand(())) < self.p:
+            power = self.reverberate(power)
+        if float(torch.rand(())) < self.p:
+            power = power + self.noise(power)
+        if float(torch.rand(())) < self.p:
+            power = power * self.microphone()
+        db = 10 * torch.log10(power.clamp_min(1e-20) / power.max())
+        return db.clamp_min(-self.top_db).to(torch.float32).numpy()
+
+    def reverberate(self, power: torch.Tensor) -> torch.Tensor:
+        """Direct sound plus a tail that decays by 60 dB in RT60 (shorter by up to 40 % in the top band)."""
+        frames = power.shape[-1]
+        high = (torch.log(self.centres / self.centres[0]) / torch.log(self.centres[-1] / self.centres[0]))
+        rt60 = _uniform(*self.rt60_s) * (1 - 0.4 * high)
+        decay = 10 ** (-6 / (rt60 * self.frame_rate))  # power ratio per frame, per band
+        kernel = decay ** torch.arange(frames, dtype=torch.float64)
+        kernel[:, 0] = 0  # the direct sound is added separately
+        kernel = kernel / kernel.sum(dim=-1, keepdim=True) * 10 ** (-_uniform(*self.drr_db) / 10)
+        n = 2 * frames
+        tail = torch.fft.irfft(torch.fft.rfft(power, n) * torch.fft.rfft(kernel, n), n)[..., :frames]
+        return power + tail.clamp_min(0)
+
+    def noise(self, power: torch.Tensor) -> torch.Tensor:
+        """Noise with a slope of -6..+3 dB per octave, at an SNR over the whole clip drawn from ``snr_db``."""
+        shape = 10 ** (_uniform(-6.0, 3.0) * torch.log2(self.centres / 1000) / 10)
+        fluctuation = torch.distributions.Gamma(self.bins, self.bins).sample((power.shape[-1],))[..., 0].T
+        noise = shape * fluctuation
+        if float(torch.rand(())) < 0.5:  # a level that wanders by a few dB over a second or so
+            t = torch.arange(power.shape[-1], dtype=torch.float64) / self.frame_rate
+            period, phase = _uniform(0.3, 3.0), _uniform(0, 2 * np.pi)
+            noise = noise * 10 ** (_uniform(0, 6) * torch.sin(2 * np.pi * t / period + phase) / 10)
+        return noise * power.mean() / noise.mean() / 10 ** (_uniform(*self.snr_db) / 10)
+
+    def microphone(self) -> torch.Tensor:
+        """Power gain per band: Butterworth-like high- and low-pass (orders 1-4) and a tilt around 1 kHz."""
+        f = self.centres
+        low_corner = np.exp(_uniform(*np.log(self.highpass_hz)))
+        high_corner = np.exp(_uniform(*np.log(self.lowpass_hz)))
+        high_order, low_order = (int(torch.randint(1, 5, ())) for _ in range(2))
+        gain = 1 / (1 + (low_corner / f) ** (2 * high_order)) / (1 + (f / high_corner) ** (2 * low_order))
+        return gain * 10 ** (_uniform(-self.tilt, self.tilt) * torch.log2(f / 1000) / 10)
+
+    def __repr__(self) -> str:
+        return f"RecordingConditions(p={self.p:.3g})"

@@ -63,22 +63,27 @@ class LogMelImages(Dataset):
     """Precomputed log-mel spectrograms (dB) -> normalised CNN images; item = ((3, 128, 216), target).
 
     ``log_mels`` is the (N, n_mels, n_frames) array from train.data.cache.load_log_mels (a memmap is
-    fine: rows are read on access); ``transform`` (e.g. SpecAugment) sees the image tensor.
+    fine: rows are read on access); ``conditions`` (e.g. train.augment.RecordingConditions) sees the dB
+    log-mel, ``transform`` (e.g. SpecAugment) the image tensor made from it.
     """
 
-    def __init__(self, log_mels, targets, frontend, transform=None):
+    def __init__(self, log_mels, targets, frontend, transform=None, conditions=None):
         if len(log_mels) != len(targets):
             raise ValueError(f"{len(log_mels)} spectrograms but {len(targets)} targets")
         self.log_mels = log_mels
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
         self.frontend = frontend
         self.transform = transform
+        self.conditions = conditions
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        image = torch.from_numpy(self.frontend.image(np.asarray(self.log_mels[index])))
+        log_mel = np.asarray(self.log_mels[index])
+        if self.conditions is not None:
+            log_mel = self.conditions(log_mel)
+        image = torch.from_numpy(self.frontend.image(log_mel))
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]

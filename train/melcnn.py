@@ -26,7 +26,7 @@ from train.data.esc50 import class_names
 from train.datasets import LogMelImages
 from train.engine import seed_everything
 from train.runs import add_common_args, run_recipe, run_trainer, train_single_stage
-from train.augment import build_mix
+from train.augment import RecordingConditions, build_mix
 from train.specaugment import spec_augment
 
 # One grey channel: the dB image scaled to [0, 1] (0 = top_db below the window's peak), then centred.
@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--specaugment-p", type=float, default=0.5, help="probability of each mask")
     group.add_argument("--freq-mask", type=int, default=DEFAULT_FREQ_MASK, help="maximum frequency-mask width (mel bins)")
     group.add_argument("--time-mask", type=int, default=DEFAULT_TIME_MASK, help="maximum time-mask width (frames)")
+    group.add_argument("--conditions", type=float, default=0.0, metavar="P",
+                       help="simulate recording conditions on training clips: reverberation, noise and a "
+                            "microphone's band, each with probability P (train.augment.RecordingConditions; 0 = off)")
     group.add_argument("--cache-dir", help="log-mel cache folder (default <dataset>/cache)")
     return parser
 
@@ -159,9 +162,9 @@ def train_run(args, run, log_mels, clips, frontend: FrontEnd) -> dict:
     split = run.split
     targets = np.array([c.target for c in clips])
 
-    def images(folds, transform=None):
+    def images(folds, transform=None, conditions=None):
         index = [i for i, c in enumerate(clips) if c.fold in folds]
-        return LogMelImages(log_mels[index], targets[index], frontend, transform)
+        return LogMelImages(log_mels[index], targets[index], frontend, transform, conditions)
 
     augment = build_augment(args, frontend)
     mix = build_mix(args)
@@ -170,7 +173,8 @@ def train_run(args, run, log_mels, clips, frontend: FrontEnd) -> dict:
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
-    datasets = (images(split.train_folds, augment), images(split.valid_folds) if split.valid_folds else None,
+    conditions = RecordingConditions(frontend, p=args.conditions) if args.conditions else None
+    datasets = (images(split.train_folds, augment, conditions), images(split.valid_folds) if split.valid_folds else None,
                 images((split.test_fold,)))
     trainer = run_trainer(args, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
                           input_spec=input_spec, datasets=datasets, augment=augment, mix=mix)
