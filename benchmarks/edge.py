@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ import numpy as np
 
 from edge.atomic import write_json
 from edge.classifier import Classifier
-from edge.provenance import cpu_name, git_commit
+from edge.provenance import git_commit
+from benchmarks.measuring import durations, machine
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "edge" / "models"
@@ -33,13 +33,7 @@ TARGET_MS = 10.0  # front end + inference per window at 2 threads (issue: the lo
 
 def timed(fn, repeats: int, warmup: int = 5) -> dict:
     """Median and p95 wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
+    times = 1000 * np.array(durations(lambda i: fn(), repeats, warmup))
     return {"median_ms": round(float(np.median(times)), 3), "p95_ms": round(float(np.percentile(times, 95)), 3),
             "repeats": repeats}
 
@@ -93,9 +87,7 @@ def main(argv=None) -> int:
         print(f"error: no models in {MODELS}", file=sys.stderr)
         return 2
     report = {"command": "python -m benchmarks.edge", "commit": git_commit(),
-              "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                          "python": platform.python_version(), "numpy": np.__version__,
-                          "onnxruntime": onnxruntime.__version__, "load_average_1min": os.getloadavg()[0]},
+              "machine": machine(onnxruntime=onnxruntime.__version__),
               "statistic": "per 5-s window at 44.1 kHz, batch 1, onnxruntime CPU; median and p95 of repeated calls",
               "models": {}}
     for path in models:

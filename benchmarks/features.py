@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,8 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 import numpy as np
 
 from edge.atomic import write_json
-from edge.provenance import cpu_name
-from benchmarks.measuring import training_processes
+from benchmarks.measuring import durations, machine
 from edge.audio import load_audio
 from edge.frontend import FrontEnd
 
@@ -34,28 +31,9 @@ TARGETS_S = {"precompute_all": 60.0, "cached_item": 0.001, "frontend_window": 0.
 BOOK_S = {"on_the_fly_item": 0.395, "cached_item": 0.003}
 
 
-def timed(fn, repeats: int) -> list:
-    """Seconds taken by each of ``repeats`` calls of ``fn(i)``."""
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def summary(times: list) -> dict:
     return {"median_s": statistics.median(times), "p90_s": float(np.percentile(times, 90)),
             "min_s": min(times), "n": len(times)}
-
-
-def machine() -> dict:
-    import soxr
-    import torch
-
-    return {"cpu_count": os.cpu_count(), "cpu": cpu_name(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "soxr": soxr.__version__,
-            "torch": torch.__version__, "load_average_at_start": list(os.getloadavg())}
 
 
 def main(argv=None) -> int:
@@ -75,34 +53,33 @@ def main(argv=None) -> int:
     from train.data.cache import precompute
     from train.data.esc50 import read_clips
     from train.datasets import LogMelImages
+    import soxr
+
     from edge.provenance import git_commit
 
     clips = read_clips(args.data)
     frontend = FrontEnd()
     rng = np.random.default_rng(0)
-    info = machine()
-    info["training_processes_at_start"] = training_processes()
+    info = machine(soxr=soxr.__version__, torch=torch.__version__)
 
     # one 5-s window: the same 44.1 kHz clip again and again (after a few warm-up calls)
     wave, rate = load_audio(clips[0].path)
-    for _ in range(5):
-        frontend(wave, rate)
-    window = timed(lambda i: frontend(wave, rate), args.windows)
+    window = durations(lambda i: frontend(wave, rate), args.windows, warmup=5)
 
     # on the fly: a different clip every item, as a data loader would see them
     picks = rng.choice(len(clips), size=min(args.items, len(clips)), replace=False)
-    on_the_fly = timed(lambda i: torch.from_numpy(frontend(*load_audio(clips[picks[i]].path))), len(picks))
+    on_the_fly = durations(lambda i: torch.from_numpy(frontend(*load_audio(clips[picks[i]].path))), len(picks))
 
     # full precompute with all cores into a temporary cache, then cached items from it
     with tempfile.TemporaryDirectory(prefix="features-bench-") as cache_dir:
-        precompute_runs = timed(lambda i: precompute(args.data, frontend, cache_dir=cache_dir, jobs=args.jobs,
+        precompute_runs = durations(lambda i: precompute(args.data, frontend, cache_dir=cache_dir, jobs=args.jobs,
                                                      force=True, progress=False), args.precompute_runs)
         npy = Path(cache_dir) / f"logmel-{frontend.digest()}.npy"
         log_mels = np.load(npy, mmap_mode="r")
         dataset = LogMelImages(log_mels, [c.target for c in clips], frontend)
         order = rng.integers(0, len(dataset), size=args.cached_items)
         dataset[0]  # warm-up: the first item maps the file
-        cached = timed(lambda i: dataset[int(order[i])], len(order))
+        cached = durations(lambda i: dataset[int(order[i])], len(order))
 
     info["load_average_at_end"] = list(os.getloadavg())
     results = {

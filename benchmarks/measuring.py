@@ -1,7 +1,33 @@
-"""What the benchmarks record about the machine while they measure (shared by features.py and edge.py)."""
+"""What every benchmark shares: the timing loop, and what it records about the machine while it measures."""
 from __future__ import annotations
 
+import os
+import platform
+import time
 from pathlib import Path
+
+import numpy as np
+
+from edge.provenance import cpu_name
+
+
+def durations(fn, repeats: int, warmup: int = 0) -> list:
+    """Seconds taken by each of ``repeats`` calls ``fn(i)``, after ``warmup`` untimed calls."""
+    for i in range(warmup):
+        fn(i)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def machine(**versions) -> dict:
+    """The CPU, platform and library versions (``versions`` adds more), and how busy the machine was."""
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__, **versions,
+            "load_average_1min": os.getloadavg()[0], "training_processes": training_processes()}
 
 
 def training_processes() -> list:
@@ -13,6 +39,6 @@ def training_processes() -> list:
             state = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if "train.audionet" in cmd or "train.resnet" in cmd:
+        if any(f"train.{recipe}" in cmd for recipe in ("audionet", "melcnn", "resnet")):
             found.append({"pid": int(cmdline.parent.name), "state": state, "command": cmd.strip()[:120]})
     return found

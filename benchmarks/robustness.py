@@ -267,7 +267,7 @@ def run(models: list, clips: list, conditions: list, folder: Path, progress: boo
         rng = np.random.default_rng([SEED, i])
         base = recording(wave, rng)
         for condition in conditions:
-            x, rate = degrade(condition, base, np.random.default_rng([SEED, i, conditions.index(condition)]), sources)
+            x, rate = degrade(condition, base, np.random.default_rng([SEED, i, CONDITIONS.index(condition)]), sources)
             path = folder / "recording.wav"
             sf.write(str(path), x, rate, subtype="FLOAT")
             for name, scorer in scorers.items():
@@ -299,7 +299,7 @@ def summarize(results: dict) -> dict:
     return summary
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path, fold: int = 5) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -312,8 +312,8 @@ def plot(results: dict, path: Path) -> None:
         ax.bar(np.arange(len(names)) + k * width - 0.4 + width / 2,
                [100 * by_condition[n]["accuracy"] for n in names], width, label=model)
     ax.set_xticks(np.arange(len(names)), names, rotation=40, ha="right", fontsize=8)
-    ax.set(ylabel="fold-5 accuracy (%)", ylim=(0, 100),
-           title="ESC-50 fold 5 recorded under each condition, classified by edge.listen")
+    ax.set(ylabel=f"fold-{fold} accuracy (%)", ylim=(0, 100),
+           title=f"ESC-50 fold {fold} recorded under each condition, classified by edge.listen")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     with staged(path) as tmp:
@@ -326,6 +326,10 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.robustness", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="ESC-50 folder; its fold 5 is recorded")
+    p.add_argument("--fold", type=int, choices=range(1, 6), default=5,
+                   help="record this fold instead (4 to choose a remedy without looking at the test fold)")
+    p.add_argument("--conditions", nargs="+", metavar="NAME", choices=[c.name for c in CONDITIONS],
+                   help="only these conditions (clean is always included); default all")
     p.add_argument("--models", nargs="+", type=Path, help="ONNX models (default: every model in edge/models/)")
     p.add_argument("--clips", type=int, help="only the first N fold-5 clips (a quick look; the JSON says so)")
     p.add_argument("--out", type=Path, default=RESULTS / "robustness.json", help="JSON; the chart goes beside it")
@@ -336,20 +340,21 @@ def main(argv=None) -> int:
             return 2
     models = args.models or sorted((REPO / "edge" / "models").glob("*.onnx"))
     try:
-        clips = [c for c in read_clips(args.data) if c.fold == 5][:args.clips]
+        clips = [c for c in read_clips(args.data) if c.fold == args.fold][:args.clips]
     except DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    conditions = [c for c in CONDITIONS if c.name == "clean" or args.conditions is None or c.name in args.conditions]
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(models, clips, CONDITIONS, Path(tmp))
+        results = run(models, clips, conditions, Path(tmp))
     report = {"command": "python -m benchmarks.robustness " + " ".join(sys.argv[1:] if argv is None else argv),
-              "commit": git_commit(), "cpu": cpu_name(), "clips": len(clips),
+              "commit": git_commit(), "cpu": cpu_name(), "fold": args.fold, "clips": len(clips),
               "models": {m.stem: str(m.relative_to(REPO)) if m.is_relative_to(REPO) else m.name for m in models},
               "listener": "edge.listen defaults (hop 1 s, silence gate, no smoothing); label = mean probability "
                           "over the classified windows",
               "summary": summarize(results), "conditions": results}
     write_json(report, args.out)
-    plot(results, args.out.with_suffix(".png"))
+    plot(results, args.out.with_suffix(".png"), args.fold)
     print(json.dumps(report["summary"], indent=2))
     return 0
 
