@@ -27,7 +27,6 @@ from train.augment import build_mix
 from train.data.esc50 import parse_splits
 from train.engine import Trainer, checkpoint_info, seed_everything
 from train.runs import add_common_args, command_line, mean_std, parse_seeds, plan_runs
-from train.ensemble import ensemble_accuracy, run_split
 from train.specaugment import spec_augment
 
 IMAGENET_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
@@ -160,8 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--cache-dir", help="log-mel cache folder (default <dataset>/cache)")
     parser.add_argument("--ablation", action="store_true",
                         help="book split, three variants: frozen head only / staged / staged + SpecAugment")
-    parser.add_argument("--ensemble", nargs="+", metavar="AUDIONET_RUN_DIR",
-                        help="trained AudioNet runs; each ResNet run is ensembled with the one of the same split")
     return parser
 
 
@@ -235,27 +232,11 @@ def variants(args) -> list:
             for name, change in ABLATION.items()]
 
 
-def audionet_runs_by_split(run_dirs, splits) -> dict:
-    """{split name: AudioNet run dir} for ``--ensemble``, checked before any training starts."""
-    by_split = {}
-    for run in run_dirs:
-        by_split.setdefault(run_split(run), Path(run))
-    missing = sorted({s.name for s in splits} - set(by_split))
-    if missing:
-        raise ValueError(f"--ensemble: no AudioNet run for split(s) {missing} among {[str(r) for r in run_dirs]}")
-    return by_split
-
-
-def result_row(variant: str, metrics: dict, run_dir: Path, ensemble: dict | None) -> dict:
-    row = {"variant": variant, "split": metrics["split"], "seed": metrics["seed"],
-           "valid_accuracy": metrics["valid_accuracy"], "test_accuracy": metrics["test_accuracy"],
-           "best_epoch": metrics["best_epoch"], "epochs": len(metrics["epochs"]),
-           "wall_time_s": round(metrics["wall_time_s"], 1), "run": str(run_dir)}
-    if ensemble is not None:
-        audionet_run = next(run for run in ensemble["runs"] if run != str(run_dir))
-        row.update(audionet_run=audionet_run, audionet_test_accuracy=ensemble["runs"][audionet_run],
-                   ensemble_test_accuracy=ensemble["ensemble"])
-    return row
+def result_row(variant: str, metrics: dict, run_dir: Path) -> dict:
+    return {"variant": variant, "split": metrics["split"], "seed": metrics["seed"],
+            "valid_accuracy": metrics["valid_accuracy"], "test_accuracy": metrics["test_accuracy"],
+            "best_epoch": metrics["best_epoch"], "epochs": len(metrics["epochs"]),
+            "wall_time_s": round(metrics["wall_time_s"], 1), "run": str(run_dir)}
 
 
 def summarize_rows(rows: list) -> list:
@@ -263,12 +244,8 @@ def summarize_rows(rows: list) -> list:
     summary = []
     for variant in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == variant]
-        entry = {"variant": variant, "runs": len(mine)}
-        for key in ("test_accuracy", "ensemble_test_accuracy", "audionet_test_accuracy"):
-            values = [r[key] for r in mine if key in r]
-            if values:
-                entry[key] = mean_std(values)
-        summary.append(entry)
+        summary.append({"variant": variant, "runs": len(mine),
+                        "test_accuracy": mean_std([r["test_accuracy"] for r in mine])})
     return summary
 
 
@@ -278,17 +255,15 @@ def format_results(rows: list, summary: list, command: str) -> str:
         return "-" if value is None else f"{100 * value:.1f}"
 
     lines = ["# ResNet-50 transfer results", "", f"`{command}`", "",
-             "| variant | split | seed | valid acc % | test acc % | AudioNet % | ensemble % | epochs | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| variant | split | seed | valid acc % | test acc % | epochs | train s |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['split']} | {r['seed']} | {pct(r['valid_accuracy'])} | "
-                     f"{pct(r['test_accuracy'])} | {pct(r.get('audionet_test_accuracy'))} | "
-                     f"{pct(r.get('ensemble_test_accuracy'))} | {r['epochs']} | {r['wall_time_s']:.0f} |")
-    lines += ["", "| variant | runs | test acc % (mean ± std) | ensemble % (mean ± std) |", "|---|---|---|---|"]
+                     f"{pct(r['test_accuracy'])} | {r['epochs']} | {r['wall_time_s']:.0f} |")
+    lines += ["", "| variant | runs | test acc % (mean ± std) |", "|---|---|---|"]
     for s in summary:
-        cells = [f"{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}" if k in s else "-"
-                 for k in ("test_accuracy", "ensemble_test_accuracy")]
-        lines.append(f"| {s['variant']} | {s['runs']} | {cells[0]} | {cells[1]} |")
+        accuracy = s["test_accuracy"]
+        lines.append(f"| {s['variant']} | {s['runs']} | {100 * accuracy['mean']:.1f} ± {100 * accuracy['std']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -306,7 +281,6 @@ def main(argv=None) -> int:
     command = command_line("train.resnet")
     experiments = variants(args)
     splits = parse_splits(args.split)
-    audionet = audionet_runs_by_split(args.ensemble, splits) if args.ensemble else {}
     n_runs = len(experiments) * len(splits) * len(parse_seeds(args))
     results_dir = None
     if n_runs > 1 and not args.resume:
@@ -323,14 +297,9 @@ def main(argv=None) -> int:
             metrics = train_run(settings, planned, log_mels, clips, frontend)
             if settings.find_lr:
                 return 0
-            ensemble = None
-            if planned.split.name in audionet:
-                ensemble = ensemble_accuracy([planned.run_dir, audionet[planned.split.name]], args.data,
-                                             args.device, log_mels=log_mels)
-            rows.append(result_row(name, metrics, planned.run_dir, ensemble))
+            rows.append(result_row(name, metrics, planned.run_dir))
             write_results(rows, results_dir or planned.run_dir, command)
-            print(f"{planned.run_dir}: test accuracy {metrics['test_accuracy']:.4f}"
-                  + (f", ensemble with AudioNet {ensemble['ensemble']:.4f}" if ensemble else ""), flush=True)
+            print(f"{planned.run_dir}: test accuracy {metrics['test_accuracy']:.4f}", flush=True)
     print(f"results: {(results_dir or planned.run_dir) / 'results.md'}")
     return 0
 
