@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.frontend import FrontEnd, audionet_input, raise_quiet
+from edge.frontend import FrontEnd, audionet_input, normalize_peak
 from edge.metadata import INPUT_NAME, LOG_MEL_IMAGE, OUTPUT_NAME, ModelMetadataError, decode
 
 
@@ -103,7 +103,7 @@ class Classifier:
         if self.frontend is not None:
             x = self.frontend(waveform, rate)
         else:
-            x = raise_quiet(audionet_input(waveform, rate, self.sample_rate, self.clip_seconds))
+            x = normalize_peak(audionet_input(waveform, rate, self.sample_rate, self.clip_seconds))
         return x[None].astype(np.float32, copy=False)
 
     def infer(self, features: np.ndarray) -> np.ndarray:

@@ -262,18 +262,17 @@ def test_train_has_no_second_mel_implementation():
     assert {"train/data/cache.py", "train/resnet.py"} <= users
 
 
-def test_quiet_waveform_windows_are_raised_and_louder_ones_pass_unchanged():
-    from edge.frontend import raise_quiet
+def test_every_waveform_window_is_scaled_to_the_same_peak():
+    from edge.frontend import normalize_peak
 
     t = np.arange(8000) / 8000
     quiet = (10 ** (-35 / 20) * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    raised = raise_quiet(quiet)
-    assert 20 * np.log10(np.abs(raised).max()) == pytest.approx(-6.0, abs=0.01)
-    assert np.allclose(raised / np.abs(raised).max(), quiet / np.abs(quiet).max())  # a gain, nothing else
-    loud = quiet * 10 ** (20 / 20)  # peak -15 dBFS: above the threshold
-    assert raise_quiet(loud) is loud
+    for window in (quiet, quiet * 10 ** (30 / 20), quiet * 10 ** (37 / 20)):  # peaks at -35, -5 and +2 dBFS
+        scaled = normalize_peak(window)
+        assert 20 * np.log10(np.abs(scaled).max()) == pytest.approx(-6.0, abs=0.01)
+        assert np.allclose(scaled / np.abs(scaled).max(), quiet / np.abs(quiet).max(), atol=1e-6)  # a gain only
     silent = np.zeros(100, np.float32)
-    assert raise_quiet(silent) is silent
+    assert normalize_peak(silent) is silent
 
 
 def test_the_edge_feeds_a_waveform_model_the_same_window_whatever_the_gain(tone_models):
@@ -281,5 +280,5 @@ def test_the_edge_feeds_a_waveform_model_the_same_window_whatever_the_gain(tone_
 
     model = Classifier(tone_models["waveform"])
     wave = tone(LOW_HZ, 5.0, 8000, amplitude=0.15)
-    quieter = model.features(wave * 10 ** (-30 / 20), 8000)
-    assert np.allclose(quieter / np.abs(quieter).max(), model.features(wave, 8000) / np.abs(wave).max(), atol=1e-6)
+    windows = [model.features(wave * 10 ** (gain / 20), 8000) for gain in (-30, -10, 0, 6)]
+    assert all(np.allclose(w, windows[0], atol=1e-6) for w in windows)
