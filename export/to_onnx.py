@@ -123,8 +123,16 @@ def to_onnx(model, example_shape: tuple, metadata: dict):
                                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                 dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     proto = program.model_proto
+    strip_source_locations(proto)
     set_metadata(proto, metadata)
     return proto
+
+
+def strip_source_locations(proto) -> None:
+    """Drop the exporter's per-node notes (stack traces with this machine's file paths, FX names): they
+    tell a user of the file nothing and would publish the exporting host's folders."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
 
 
 def set_metadata(proto, metadata: dict):

@@ -1,5 +1,6 @@
 """ONNX export (export/to_onnx.py): freshly initialised models, run folders written here."""
 import json
+from pathlib import Path
 import os
 import shutil
 
@@ -95,6 +96,14 @@ def test_metadata_round_trip(audionet_export):
     run, _ = audionet_export
     props = {p.key: p.value for p in onnx.load(str(run / "model.onnx")).metadata_props}
     assert decode(props, "model.onnx") == Classifier(run / "model.onnx").meta
+
+
+def test_exported_files_carry_no_paths_of_the_exporting_machine(audionet_export):
+    """The exporter notes a stack trace per node (this checkout's and the venv's paths); they are dropped."""
+    run, _ = audionet_export
+    proto = onnx.load(str(run / "model.onnx"))
+    assert proto.graph.node and all(len(node.metadata_props) == 0 for node in proto.graph.node)
+    assert str(Path(to_onnx.__file__).resolve().parents[1]).encode() not in (run / "model.onnx").read_bytes()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
