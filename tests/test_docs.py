@@ -1,0 +1,26 @@
+"""The README and docs/ as a reader meets them: every relative link leads to a file of the checkout."""
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def relative_links(text: str) -> list:
+    """Targets of the markdown links and images in ``text`` that point into the checkout (no URLs, no anchors alone)."""
+    targets = [m.group(1).split("#")[0] for m in LINK.finditer(text)]
+    return [t for t in targets if t and not re.match(r"[a-z]+://|mailto:", t)]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_relative_link_resolves(document):
+    missing = [t for t in relative_links(document.read_text()) if not (document.parent / t).exists()]
+    assert missing == []
+
+
+def test_the_link_finder_sees_links_and_images_but_not_urls():
+    text = "[a](docs/x.md#part) ![b](img.png) [c](https://example.org/y) [d](#local)"
+    assert relative_links(text) == ["docs/x.md", "img.png"]
