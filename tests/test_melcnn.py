@@ -1,5 +1,6 @@
 """MelCNN (train/melcnn.py): shapes, the crop that finds the sound, the recipe's defaults, export parity."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from train.models import build_model
 from train.specaugment import FrequencyMask, TimeMask
 
 CLASSES = ["low_tone", "high_tone"]
+REPO = Path(__file__).resolve().parents[1]
+REPORTED_RUN = "melcnn-book-seed0-20261130-035143"  # the run behind the README's MelCNN row
 
 
 def test_the_front_end_gives_one_64_band_channel_per_5_s_window():
@@ -38,6 +41,16 @@ def test_defaults_are_the_recipe():
     assert args.widths == DEFAULT_WIDTHS and args.pooling == model.pooling == "mean+max"
     assert [m.out_channels for m in model.features if isinstance(m, torch.nn.Conv2d)][1::2] == list(DEFAULT_WIDTHS)
     assert isinstance(build_model("melcnn", widths=[4, 8]), MelCNN)
+
+
+def test_the_cli_defaults_are_the_settings_of_the_reported_run():
+    """The README's MelCNN numbers come from this run; `python -m train.melcnn` must train it again."""
+    saved = json.loads((REPO / "results" / REPORTED_RUN / "config.json").read_text())
+    defaults = vars(build_parser().parse_args([]))
+    host_only = {"data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir"}
+    assert set(saved) == set(defaults)
+    assert {k: v for k, v in saved.items() if k not in host_only} == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items() if k not in host_only}
 
 
 def test_mean_plus_max_pooling_adds_the_loudest_frame_to_the_average():
