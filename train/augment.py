@@ -1,5 +1,6 @@
-"""Waveform augmentations for training (tensors of shape (1, samples); torch RNG only, so the engine's
-per-epoch seeding makes them reproducible). Each is switchable from the CLI (:func:`add_augment_args`)."""
+"""Training augmentations, torch RNG only, so the engine's per-epoch seeding makes them reproducible:
+waveform transforms (tensors of shape (1, samples), switchable from the CLI with :func:`add_augment_args`),
+batch mixing (between-class learning, mixup), and recording conditions simulated on cached log-mels."""
 from __future__ import annotations
 
 import argparse
