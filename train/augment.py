@@ -277,8 +277,8 @@ class RecordingConditions:
         kernel = decay ** torch.arange(frames, dtype=torch.float64)
         kernel[:, 0] = 0  # the direct sound is added separately
         kernel = kernel / kernel.sum(dim=-1, keepdim=True) * 10 ** (-_uniform(*self.drr_db) / 10)
-        n = 2 * frames
-        tail = torch.fft.irfft(torch.fft.rfft(power, n) * torch.fft.rfft(kernel, n), n)[..., :frames]
+        # causal convolution along time, one kernel per band: tail[m, t] = sum_k power[m, t - k] kernel[m, k]
+        tail = F.conv1d(F.pad(power[None], (frames - 1, 0)), kernel.flip(-1)[:, None], groups=len(kernel))[0]
         return power + tail.clamp_min(0)
 
     def noise(self, power: torch.Tensor) -> torch.Tensor:
