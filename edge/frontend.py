@@ -182,11 +182,17 @@ def mel_to_hz(m):
     return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), linear)
 
 
+def mel_band_edges_hz(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """The n_mels + 2 frequencies, equally spaced in mels, that bound the triangular filters: filter m rises
+    from edge m, peaks at edge m + 1 (its centre) and falls to edge m + 2."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+
+
 @lru_cache(maxsize=8)
 def mel_filterbank(rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """(n_mels, 1 + n_fft/2) triangular filters, Slaney-normalised (librosa.filters.mel defaults)."""
     fft_freqs = np.linspace(0, rate / 2, 1 + n_fft // 2)
-    mel_freqs = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    mel_freqs = mel_band_edges_hz(n_mels, fmin, fmax)
     widths = np.diff(mel_freqs)
     ramps = mel_freqs[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / widths[:-1, None]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import Compose
 
-from edge.frontend import sound_level_db
+from edge.frontend import mel_band_edges_hz, mel_filterbank, sound_level_db
 
 
 def _uniform(low: float, high: float) -> float:
@@ -243,15 +243,15 @@ class RecordingConditions:
     def __init__(self, frontend, p: float = 1 / 3, snr_db: tuple = (5.0, 30.0), rt60_s: tuple = (0.2, 1.2),
                  drr_db: tuple = (-3.0, 12.0), highpass_hz: tuple = (50.0, 500.0), lowpass_hz: tuple = (2500.0, 10000.0),
                  tilt_db_per_octave: float = 2.0):
-        from edge.frontend import hz_to_mel, mel_filterbank, mel_to_hz
-
         if not 0 <= p <= 1:
             raise ValueError(f"p must be a probability, not {p}")
         self.p, self.snr_db, self.rt60_s, self.drr_db = p, snr_db, rt60_s, drr_db
         self.highpass_hz, self.lowpass_hz, self.tilt = highpass_hz, lowpass_hz, tilt_db_per_octave
         f = frontend
-        edges = mel_to_hz(np.linspace(hz_to_mel(f.fmin), hz_to_mel(f.fmax), f.n_mels + 2))
-        self.centres = torch.tensor(np.maximum(edges[1:-1], 20.0), dtype=torch.float64)[:, None]
+        centres = np.maximum(mel_band_edges_hz(f.n_mels, f.fmin, f.fmax)[1:-1], 20.0)
+        self.centres = torch.tensor(centres, dtype=torch.float64)[:, None]
+        position = np.log(centres / centres[0]) / np.log(centres[-1] / centres[0])  # 0 lowest band .. 1 top
+        self.rt60_scale = torch.tensor(1 - 0.4 * position, dtype=torch.float64)[:, None]
         bins = (mel_filterbank(f.sample_rate, f.n_fft, f.n_mels, f.fmin, f.fmax) > 0).sum(axis=1)
         self.bins = torch.tensor(np.maximum(bins, 1), dtype=torch.float64)[:, None]  # noise degrees of freedom
         self.frame_rate = f.sample_rate / f.hop_length
@@ -271,8 +271,7 @@ class RecordingConditions:
     def reverberate(self, power: torch.Tensor) -> torch.Tensor:
         """Direct sound plus a tail that decays by 60 dB in RT60 (shorter by up to 40 % in the top band)."""
         frames = power.shape[-1]
-        high = (torch.log(self.centres / self.centres[0]) / torch.log(self.centres[-1] / self.centres[0]))
-        rt60 = _uniform(*self.rt60_s) * (1 - 0.4 * high)
+        rt60 = _uniform(*self.rt60_s) * self.rt60_scale
         decay = 10 ** (-6 / (rt60 * self.frame_rate))  # power ratio per frame, per band
         kernel = decay ** torch.arange(frames, dtype=torch.float64)
         kernel[:, 0] = 0  # the direct sound is added separately
