@@ -9,7 +9,7 @@
 # Writes benchmarks/results/aarch64.json (through edge.atomic) and prints the classification.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-model=$(realpath "$1"); audio=$(realpath "$2"); root=${3:-/tmp/arm64-chroot}
+model=$(realpath "$1"); audio=$(realpath "$2"); root=${3:-${XDG_CACHE_HOME:-$HOME/.cache}/esc50-edge/arm64-chroot}
 python=${PYTHON:-python3}
 
 if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
@@ -20,6 +20,7 @@ if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then  # the package registers
 fi
 
 t0=$(date +%s)
+mkdir -p "$root"
 if [ ! -x "$root/usr/bin/python3" ]; then
   debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,libportaudio2,libsndfile1,ca-certificates \
     bookworm "$root" http://deb.debian.org/debian
@@ -30,47 +31,49 @@ boot_s=$(cat "$root/.debootstrap_s" 2>/dev/null || echo null)
 
 # No /sys in the chroot: with sysfs mounted, qemu-user 7.2 segfaulted twice during pip install. onnxruntime
 # then prints "Error in cpuinfo: failed to parse the list of possible processors" and runs regardless.
-mkdir -p "$root/proc" "$root/dev" "$root/work"
+mkdir -p "$root/proc" "$root/dev" "$root/check"
 mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
 mountpoint -q "$root/dev" || mount --bind /dev "$root/dev"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
-cleanup() { umount "$root/proc" "$root/dev" 2>/dev/null || true; }
+cleanup() { umount "$root/proc" "$root/dev" 2>/dev/null || true; rm -f "${out:-}"; }
 trap cleanup EXIT
 
-rm -rf "$root/work/src" && mkdir -p "$root/work/src" "$root/work/data"
+rm -rf "$root/check/src" && mkdir -p "$root/check/src" "$root/check/data"
 # The package source only (no .venv, runs or data): pyproject.toml, README.md and the three packages.
-tar -C "$repo" --exclude='__pycache__' -cf - pyproject.toml README.md edge train export | tar -C "$root/work/src" -xf -
-cp "$model" "$root/work/data/model.onnx"
-if [ -d "$audio" ]; then cp -r "$audio" "$root/work/data/audio"; else cp "$audio" "$root/work/data/"; fi
-audio_in=/work/data/$( [ -d "$audio" ] && echo audio || basename "$audio")
+tar -C "$repo" --exclude='__pycache__' -cf - pyproject.toml README.md edge train export | tar -C "$root/check/src" -xf -
+cp "$model" "$root/check/data/model.onnx"
+if [ -d "$audio" ]; then cp -r "$audio" "$root/check/data/audio"; else cp "$audio" "$root/check/data/"; fi
+audio_in=/check/data/$( [ -d "$audio" ] && echo audio || basename "$audio")
 
 # Commands run in the chroot with a clean environment (the host's pip settings do not apply there).
 # Behind a TLS-intercepting proxy pip needs the host's CA bundle (PIP_CERT or SSL_CERT_FILE on the host).
 ca=${PIP_CERT:-${SSL_CERT_FILE:-}}
 cert_env=()
 if [ -n "$ca" ] && [ -f "$ca" ]; then
-  cp "$ca" "$root/work/ca.crt"
-  cert_env=(PIP_CERT=/work/ca.crt SSL_CERT_FILE=/work/ca.crt REQUESTS_CA_BUNDLE=/work/ca.crt)
+  cp "$ca" "$root/check/ca.crt"
+  cert_env=(PIP_CERT=/check/ca.crt SSL_CERT_FILE=/check/ca.crt REQUESTS_CA_BUNDLE=/check/ca.crt)
 fi
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "${cert_env[@]}" "$@"; }
 
-in_root /bin/sh -c 'rm -rf /work/venv && python3 -m venv /work/venv && /work/venv/bin/pip install -q "/work/src[edge]"'
+in_root /bin/sh -c 'rm -rf /check/venv && python3 -m venv /check/venv && /check/venv/bin/pip install -q "/check/src[edge]"'
 t2=$(date +%s)
-in_root /work/venv/bin/python -m edge.listen --model /work/data/model.onnx --file "$audio_in" --json \
-  > /tmp/aarch64-out.jsonl
+out=$(mktemp)
+in_root /check/venv/bin/python -m edge.listen --model /check/data/model.onnx --file "$audio_in" --json > "$out"
 t3=$(date +%s)
-cat /tmp/aarch64-out.jsonl
+cat "$out"
 arch=$(in_root uname -m)
-versions=$(in_root /work/venv/bin/python -c 'import importlib.metadata as m, json, platform; print(json.dumps({"python": platform.python_version(), **{p: m.version(p) for p in ("numpy", "onnxruntime", "sounddevice", "soundfile", "soxr")}}))')
+versions=$(in_root /check/venv/bin/python -c 'import importlib.metadata as m, json, platform; print(json.dumps({"python": platform.python_version(), **{p: m.version(p) for p in ("numpy", "onnxruntime", "sounddevice", "soundfile", "soxr")}}))')
 
-cd "$repo" && "$python" - "$arch" "$versions" "$model" "$audio" "$boot_s" $((t2 - t1)) $((t3 - t2)) <<'PY'
-import json, sys
+cd "$repo" && "$python" - "$arch" "$versions" "$model" "$audio" "$boot_s" $((t2 - t1)) $((t3 - t2)) "$out" <<'PY'
+import json, os, sys
 from edge.atomic import write_json
-arch, versions, model, audio, boot_s, install_s, classify_s = sys.argv[1:]
-windows = [json.loads(line) for line in open("/tmp/aarch64-out.jsonl")]
+arch, versions, model, audio, boot_s, install_s, classify_s, out = sys.argv[1:]
+model, audio = (os.path.relpath(p) if not os.path.relpath(p).startswith("..") else os.path.basename(p)
+                for p in (model, audio))  # no host folders in the committed result
+windows = [json.loads(line) for line in open(out)]
 labels = {}
 for w in windows:
-    labels.setdefault(w.get("file", audio), []).append(w["label"])
+    labels.setdefault(os.path.basename(w.get("file", audio)), []).append(w["label"])
 write_json({"what": "edge extra installed and --file classification run in a Debian bookworm arm64 chroot "
                     "under qemu-user-static (emulated; timings are not Raspberry Pi speed)",
             "uname_m": arch, "packages": json.loads(versions), "model": model, "audio": audio,
