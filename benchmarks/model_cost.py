@@ -26,9 +26,7 @@ RESULT = Path(__file__).resolve().parent / "results" / "model_cost.json"
 def recipes() -> dict:
     """name -> (model name, keyword arguments, shape of one window's input)."""
     return {
-        "audionet": ("audionet", {"depth": audionet.DEFAULT_DEPTH, "sample_rate": audionet.DEFAULT_SAMPLE_RATE,
-                                  "pooling": audionet.DEFAULT_POOLING},
-                     (1, int(audionet.DEFAULT_SAMPLE_RATE * audionet.CLIP_SECONDS))),
+        "audionet": ("audionet", {}, (1, int(audionet.INPUT_RATE * audionet.CLIP_SECONDS))),
         "melcnn": ("melcnn", {}, melcnn.FRONTEND.image_shape),
         "resnet50": ("resnet50", {"weights": None}, FrontEnd().image_shape),
     }

@@ -1,26 +1,31 @@
 """AudioNet shapes and the waveform augmentations (train/audionet.py, train/augment.py)."""
-import argparse
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from edge.frontend import sound_level_db
-from train.audionet import VARIANTS, AudioNet, build_parser
+from train.audionet import VARIANTS, AudioNet, AudioNetConfig, build_parser
 from train.augment import (AddNoise, BetweenClass, Mixup, PitchShift, RandomApply, RandomCrop, RandomGain,
                            SpeedChange, TimeShift, build_augment, build_mix)
 from train.runs import plan_runs
 
 
+def configure(argv: list) -> AudioNetConfig:
+    """The configuration `python -m train.audionet ARGV` trains with."""
+    return AudioNetConfig.from_args(build_parser().parse_args(argv))
+
+
 @pytest.mark.parametrize("depth", sorted(VARIANTS))
 def test_logits_for_a_batch_of_5_s_clips_at_8_khz(depth):
-    model = AudioNet(n_classes=50, depth=depth).eval()
+    model = AudioNet(n_classes=50, depth=depth, sample_rate=8000).eval()
     with torch.no_grad():
         assert model(torch.randn(3, 1, 40000)).shape == (3, 50)
 
 
 def test_m5_is_the_books_layer_stack_with_50_outputs():
-    model = AudioNet(depth=5)
+    model = AudioNet(depth=5, sample_rate=8000, pooling="mean")
     convs = [m for m in model.features if isinstance(m, torch.nn.Conv1d)]
     assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == \
         [(128, 80, 4), (128, 3, 1), (256, 3, 1), (512, 3, 1)]
@@ -45,15 +50,27 @@ def test_unknown_depth_is_refused():
 def test_resume_takes_the_saved_settings_and_refuses_a_run_saved_by_another_version(tmp_path):
     run = tmp_path / "audionet-book-seed0"
     run.mkdir()
-    saved = {**vars(build_parser().parse_args(["--pooling", "mean", "--mix", "none"])), "split": "book", "seed": 0}
+    saved = {**configure(["--pooling", "mean", "--mix", "none"]).to_json(), "split": "book", "seed": 0}
     (run / "config.json").write_text(json.dumps(saved))
-    args = build_parser().parse_args(["--resume", str(run), "--pooling", "mean+max", "--device", "cpu"])
-    [planned] = plan_runs(args, "audionet")
-    assert planned.resume and (args.pooling, args.mix, args.device) == ("mean", "none", "cpu")
+    asked = configure(["--resume", str(run), "--pooling", "mean+max", "--device", "cpu"])
+    config = asked.resumed()
+    [planned] = plan_runs(config, "audionet")
+    assert planned.resume and planned.run_dir == run
+    assert (config.pooling, config.mix, config.device, config.resume) == ("mean", "none", "cpu", str(run))
+    assert asked.pooling == "mean+max"  # the configuration built from the command line is not edited
     del saved["mix"]  # as written before --mix existed
     (run / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="saved by another version of this code .no mix"):
-        plan_runs(build_parser().parse_args(["--resume", str(run)]), "audionet")
+        configure(["--resume", str(run)]).resumed()
+
+
+def test_the_configuration_is_frozen_and_refuses_bad_settings():
+    config = configure([])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 1
+    for bad in ({"crop_seconds": -1.0}, {"depth": 7}, {"sample_rate": 22050}, {"mix": "cutmix"}):
+        with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
+            AudioNetConfig(**bad)
 
 
 def test_mean_plus_max_pooling_sums_both_summaries_of_the_last_feature_map():
@@ -70,7 +87,7 @@ def test_mean_plus_max_pooling_sums_both_summaries_of_the_last_feature_map():
 
 
 def test_at_16_khz_the_first_layer_keeps_its_span_in_time_and_the_rest_sees_the_same_frames():
-    slow, fast = AudioNet(depth=11).eval(), AudioNet(depth=11, sample_rate=16000).eval()
+    slow, fast = AudioNet(depth=11, sample_rate=8000).eval(), AudioNet(depth=11, sample_rate=16000).eval()
     first = fast.features[0]
     assert (first.kernel_size[0], first.stride[0]) == (160, 8)  # 10 ms, hop 0.5 ms, as conv(80, 4) at 8 kHz
     with torch.no_grad():
@@ -84,10 +101,11 @@ def test_sample_rates_that_are_not_multiples_of_8_khz_are_refused(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--sample-rate", "22050"])
     assert "--sample-rate: must be a multiple of 8000 Hz, not '22050'" in capsys.readouterr().err
-    args = build_parser().parse_args(["--sample-rate", "8000"])
-    assert args.sample_rate == 8000 and repr(build_mix(args, args.sample_rate)) == "BetweenClass(sample_rate=8000)"
-    defaults = build_parser().parse_args([])
-    assert defaults.sample_rate == 16000 and defaults.ema == 0.999  # the reported recipe
+    config = configure(["--sample-rate", "8000"])
+    assert config.sample_rate == 8000 and repr(build_mix(config, config.sample_rate)) == "BetweenClass(sample_rate=8000)"
+    defaults, model = configure([]), AudioNet()
+    assert defaults.sample_rate == model.sample_rate == 16000 and defaults.ema == 0.999  # the reported recipe
+    assert (defaults.depth, defaults.pooling) == (model.depth, model.pooling) == (11, "mean+max")
 
 
 @pytest.mark.parametrize("augment", [RandomGain(), TimeShift(), SpeedChange(), AddNoise(), PitchShift(8000, 2)])
@@ -121,17 +139,12 @@ def test_gain_noise_and_speed_change_the_signal_as_described():
 
 
 def test_cli_switches_turn_augmentations_off():
-    args = build_parser().parse_args([])
-    random_part, crop = build_augment(args, 8000).transforms
+    random_part, crop = build_augment(configure([]), 8000).transforms
     assert [type(t).__name__ for t in random_part.transforms] == ["RandomGain", "TimeShift", "SpeedChange"]
     assert crop.samples == 20000
-    args = build_parser().parse_args(["--no-gain", "--no-speed", "--pitch", "2", "--noise", "--crop-seconds", "0"])
-    assert [type(t).__name__ for t in build_augment(args, 8000).transforms] == ["TimeShift", "PitchShift", "AddNoise"]
-    off = argparse.Namespace(no_gain=True, no_shift=True, no_speed=True, noise=False, pitch=0, augment_p=0.5,
-                             crop_seconds=0.0)
-    assert build_augment(off, 8000) is None
-    with pytest.raises(ValueError, match="--crop-seconds"):
-        build_augment(argparse.Namespace(**{**vars(off), "crop_seconds": -1.0}), 8000)
+    config = configure(["--no-gain", "--no-speed", "--pitch", "2", "--noise", "--crop-seconds", "0"])
+    assert [type(t).__name__ for t in build_augment(config, 8000).transforms] == ["TimeShift", "PitchShift", "AddNoise"]
+    assert build_augment(AudioNetConfig(no_gain=True, no_shift=True, no_speed=True, crop_seconds=0.0), 8000) is None
 
 
 def test_random_crop_finds_the_sound_in_a_silent_clip():
@@ -181,13 +194,12 @@ def test_between_class_mixes_at_the_perceived_ratio_and_labels_by_it():
 
 
 def test_between_class_is_the_default_mix_and_mixup_the_alternative(capsys):
-    parse = build_parser().parse_args
-    assert isinstance(build_mix(parse([]), 16000), BetweenClass)
-    assert repr(build_mix(parse(["--mix", "mixup"]), 16000)) == "Mixup(alpha=0.2)"
-    assert repr(build_mix(parse(["--mix", "mixup", "--mixup-alpha", "0.4"]), 16000)) == "Mixup(alpha=0.4)"
-    assert build_mix(parse(["--mix", "none"]), 16000) is None
+    assert isinstance(build_mix(configure([]), 16000), BetweenClass)
+    assert repr(build_mix(configure(["--mix", "mixup"]), 16000)) == "Mixup(alpha=0.2)"
+    assert repr(build_mix(configure(["--mix", "mixup", "--mixup-alpha", "0.4"]), 16000)) == "Mixup(alpha=0.4)"
+    assert build_mix(configure(["--mix", "none"]), 16000) is None
     with pytest.raises(SystemExit):
-        parse(["--mix", "cutmix"])
+        configure(["--mix", "cutmix"])
     assert "--mix" in capsys.readouterr().err
 
 

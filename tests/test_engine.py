@@ -36,8 +36,8 @@ def toy_set(n: int, seed: int) -> TensorDataset:
 
 def make_trainer(run_dir, **kwargs) -> Trainer:
     torch.manual_seed(0)
-    model = AudioNet(n_classes=4, depth=5)
-    info = checkpoint_info("audionet", {"n_classes": 4, "depth": 5}, list("abcd"),
+    model = AudioNet(n_classes=4, depth=5, sample_rate=8000)
+    info = checkpoint_info("audionet", {"n_classes": 4, "depth": 5, "sample_rate": 8000}, list("abcd"),
                            {"kind": "waveform", "sample_rate": 8000, "clip_seconds": 0.512, "frontend": None})
     return Trainer(model, run_dir, train_set=toy_set(16, 1), valid_set=toy_set(8, 2), test_set=toy_set(8, 3),
                    checkpoint_info=info, metadata={"model": "audionet", "split": "toy", "seed": 0},

@@ -1,4 +1,5 @@
 """MelCNN (train/melcnn.py): shapes, the crop that finds the sound, the recipe's defaults, export parity."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import export.to_onnx as to_onnx
 from edge.classifier import Classifier
 from edge.metadata import LOG_MEL_IMAGE
 from train.augment import RecordingConditions
-from train.melcnn import (DEFAULT_WIDTHS, FRONTEND, MelCNN, RandomTimeCrop, build_augment, build_parser,
+from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, build_augment, build_parser,
                           widths_arg)
 from train.models import build_model
 from train.specaugment import FrequencyMask, TimeMask
@@ -18,6 +19,11 @@ from train.specaugment import FrequencyMask, TimeMask
 CLASSES = ["low_tone", "high_tone"]
 REPO = Path(__file__).resolve().parents[1]
 REPORTED_RUN = "melcnn-book-seed0-20261130-035143"  # the run behind the README's MelCNN row
+
+
+def configure(argv: list) -> MelCNNConfig:
+    """The configuration `python -m train.melcnn ARGV` trains with."""
+    return MelCNNConfig.from_args(build_parser().parse_args(argv))
 
 
 def test_the_front_end_gives_one_64_band_channel_per_5_s_window():
@@ -36,21 +42,22 @@ def test_logits_for_crops_and_whole_windows_of_any_length(frames):
 
 def test_defaults_are_the_recipe():
     """`MelCNN()` is the network the CLI trains by default, and the registry rebuilds it by name."""
-    args = build_parser().parse_args([])
+    config = configure([])
     model = MelCNN()
-    assert args.widths == DEFAULT_WIDTHS and args.pooling == model.pooling == "mean+max"
-    assert [m.out_channels for m in model.features if isinstance(m, torch.nn.Conv2d)][1::2] == list(DEFAULT_WIDTHS)
+    assert config == MelCNNConfig(data=config.data)
+    assert config.widths == WIDTHS and config.pooling == model.pooling == "mean+max"
+    assert config.dropout == model.dropout.p
+    assert [m.out_channels for m in model.features if isinstance(m, torch.nn.Conv2d)][1::2] == list(WIDTHS)
     assert isinstance(build_model("melcnn", widths=[4, 8]), MelCNN)
 
 
 def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     """The README's MelCNN numbers come from this run; `python -m train.melcnn` must train it again."""
     saved = json.loads((REPO / "results" / REPORTED_RUN / "config.json").read_text())
-    defaults = vars(build_parser().parse_args([]))
-    host_only = {"data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir"}
-    assert set(saved) == set(defaults)
-    assert {k: v for k, v in saved.items() if k not in host_only} == {
-        k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items() if k not in host_only}
+    defaults = configure([])
+    host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
+    reported = MelCNNConfig.from_saved(saved)  # also refuses a saved file with other fields
+    assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
 
 def test_mean_plus_max_pooling_adds_the_loudest_frame_to_the_average():
@@ -106,15 +113,16 @@ def test_random_time_crop_pads_short_images_with_their_floor():
 
 
 def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off():
-    parser = build_parser()
-    default = build_augment(parser.parse_args([]), FRONTEND)
+    default = build_augment(configure([]), FRONTEND)
     crop, masks = default.transforms
     assert isinstance(crop, RandomTimeCrop) and crop.frames == 108  # 2.5 s at 22050 Hz, hop 512
     assert [type(t.transforms[0]) for t in masks.transforms] == [FrequencyMask, TimeMask]
-    assert build_augment(parser.parse_args(["--crop-seconds", "0", "--no-specaugment"]), FRONTEND) is None
-    assert isinstance(build_augment(parser.parse_args(["--no-specaugment"]), FRONTEND), RandomTimeCrop)
+    assert build_augment(configure(["--crop-seconds", "0", "--no-specaugment"]), FRONTEND) is None
+    assert isinstance(build_augment(configure(["--no-specaugment"]), FRONTEND), RandomTimeCrop)
     with pytest.raises(ValueError, match="--crop-seconds"):
-        build_augment(parser.parse_args(["--crop-seconds", "-1"]), FRONTEND)
+        configure(["--crop-seconds", "-1"])
+    with pytest.raises(ValueError, match="--conditions"):
+        configure(["--conditions", "1.5"])
 
 
 def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -15,18 +17,46 @@ from train.augment import add_augment_args, build_augment, build_mix
 from train.data.esc50 import class_names, read_clips
 from train.datasets import WaveformClips
 from train.engine import seed_everything
-from train.runs import add_common_args, run_recipe, run_trainer, train_single_stage
+from train.config import TrainingConfig, add_common_args
+from train.runs import run_recipe, run_trainer, train_single_stage
 
 SAMPLE_RATE = 8000  # the paper's and the book's rate; the first layer is defined at this rate
-DEFAULT_SAMPLE_RATE = 16000
 CLIP_SECONDS = 5.0
-DEFAULT_DEPTH = 11
-DEFAULT_EPOCHS = 250
-DEFAULT_CROP_SECONDS = 2.5
-DEFAULT_LR = 3e-3
-DEFAULT_EMA = 0.999  # about 1000 steps (27 epochs) of averaging
 POOLINGS = ("mean", "mean+max")
-DEFAULT_POOLING = "mean+max"  # chosen on fold 4 over "mean" (README, AudioNet)
+# The recipe's network: M11 on 16-kHz input, mean+max pooling (both chosen on fold 4, docs/experiments.md).
+DEPTH, INPUT_RATE, POOLING = 11, 16000, "mean+max"
+
+
+@dataclass(frozen=True)
+class AudioNetConfig(TrainingConfig):
+    """The AudioNet recipe; its defaults are the settings of the runs behind the README's numbers."""
+
+    MIXES: ClassVar[tuple] = ("between-class", "mixup", "none")
+
+    epochs: int = 250
+    lr: float = 3e-3
+    mix: str = "between-class"
+    ema: float = 0.999  # about 1000 steps (27 epochs) of averaging
+    depth: int = DEPTH
+    sample_rate: int = INPUT_RATE
+    pooling: str = POOLING
+    # waveform augmentation of the training clips (train.augment.build_augment)
+    no_gain: bool = False
+    no_shift: bool = False
+    no_speed: bool = False
+    noise: bool = False
+    pitch: int = 0
+    augment_p: float = 0.5
+    crop_seconds: float = 2.5
+
+    def __post_init__(self):
+        super().__post_init__()
+        first_layer_scale(self.sample_rate)
+        if self.depth not in VARIANTS:
+            raise ValueError(f"--depth must be one of {sorted(VARIANTS)}, not {self.depth!r}")
+        if self.crop_seconds < 0:
+            raise ValueError(f"--crop-seconds must be >= 0, not {self.crop_seconds}")
+
 
 # depth -> (first-layer channels, [(channels, conv layers) per stage]), Table 1 of Dai et al.
 VARIANTS = {
@@ -58,7 +88,8 @@ class AudioNet(nn.Module):
     ``log_softmax`` (the book feeds log-probabilities to ``CrossEntropyLoss``, which applies
     log-softmax again); the 3-tap convolutions are zero-padded, and they have no bias (BatchNorm
     follows). depth=11 and 18 are the deeper M11/M18 variants of the paper. The network is fully
-    convolutional, so it accepts any clip length.
+    convolutional, so it accepts any clip length. The defaults are the recipe's network (M11, 16 kHz,
+    mean+max); ``AudioNet(depth=5, sample_rate=8000, pooling="mean")`` is the book's.
 
     ``pooling`` summarises the last feature map over time: "mean" (global average pooling, the paper's)
     or "mean+max", the sum of its mean and its maximum over time (as in PANNs, Kong et al. 2020), which
@@ -69,7 +100,7 @@ class AudioNet(nn.Module):
     and the cost, stay as at 8 kHz while the input keeps sounds up to 8 kHz instead of 4 kHz.
     """
 
-    def __init__(self, n_classes: int = 50, depth: int = 5, sample_rate: int = SAMPLE_RATE, pooling: str = "mean"):
+    def __init__(self, n_classes: int = 50, depth: int = DEPTH, sample_rate: int = INPUT_RATE, pooling: str = POOLING):
         super().__init__()
         if depth not in VARIANTS:
             raise ValueError(f"depth must be one of {sorted(VARIANTS)}, not {depth!r}")
@@ -111,48 +142,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.audionet",
         description="Train AudioNet (raw waveforms, 16 kHz by default) on ESC-50. The defaults reproduce the README numbers.")
-    add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2,
-                    mixes=("between-class", "mixup", "none"), mix="between-class",
-                    ema=DEFAULT_EMA)
-    parser.add_argument("--depth", type=int, choices=sorted(VARIANTS), default=DEFAULT_DEPTH,
+    d = AudioNetConfig()
+    add_common_args(parser, d)
+    parser.add_argument("--depth", type=int, choices=sorted(VARIANTS), default=d.depth,
                         help="5 = M5, the book's network; 11 (default: faster here and more accurate) or 18 = M11/M18 of Dai et al.")
-    parser.add_argument("--sample-rate", type=sample_rate_arg, default=DEFAULT_SAMPLE_RATE, metavar="HZ",
+    parser.add_argument("--sample-rate", type=sample_rate_arg, default=d.sample_rate, metavar="HZ",
                         help="input sample rate, a multiple of 8000 (the first layer scales with it; default %(default)s)")
-    parser.add_argument("--pooling", choices=POOLINGS, default=DEFAULT_POOLING,
+    parser.add_argument("--pooling", choices=POOLINGS, default=d.pooling,
                         help="how the last feature map is summarised over time: mean = the paper's global "
                              "average pooling (default %(default)s)")
-    add_augment_args(parser, crop_seconds=DEFAULT_CROP_SECONDS, noise=False)
+    add_augment_args(parser, d)
     return parser
 
 
-def train_run(args, run, clips: WaveformClips, classes: list) -> dict:
+def train_run(config: AudioNetConfig, run, clips: WaveformClips, classes: list) -> dict:
     """Train and test one (split, seed) run; returns its metrics."""
     run.create()
     seed_everything(run.seed)
     split = run.split
-    augment = build_augment(args, args.sample_rate)
-    mix = build_mix(args, args.sample_rate)
+    augment = build_augment(config, config.sample_rate)
+    mix = build_mix(config, config.sample_rate)
     train_set = clips.select(lambda c: c.fold in split.train_folds, transform=augment)
     valid_set = clips.select(lambda c: c.fold in split.valid_folds)
     test_set = clips.select(lambda c: c.fold == split.test_fold)
-    model_kwargs = {"n_classes": len(classes), "depth": args.depth, "sample_rate": args.sample_rate,
-                    "pooling": args.pooling}
+    model_kwargs = {"n_classes": len(classes), "depth": config.depth, "sample_rate": config.sample_rate,
+                    "pooling": config.pooling}
     model = AudioNet(**model_kwargs)
-    input_spec = {"kind": "waveform", "sample_rate": args.sample_rate, "clip_seconds": CLIP_SECONDS, "frontend": None}
-    trainer = run_trainer(args, run, model, name="audionet", model_kwargs=model_kwargs, classes=classes,
+    input_spec = {"kind": "waveform", "sample_rate": config.sample_rate, "clip_seconds": CLIP_SECONDS, "frontend": None}
+    trainer = run_trainer(config, run, model, name="audionet", model_kwargs=model_kwargs, classes=classes,
                           input_spec=input_spec, datasets=(train_set, valid_set, test_set), augment=augment, mix=mix)
-    return train_single_stage(trainer, model, args, run)
+    return train_single_stage(trainer, model, config, run)
+
+
+def train_all(config: AudioNetConfig, plan: list) -> list:
+    all_clips = read_clips(config.data)
+    clips = WaveformClips(all_clips, config.sample_rate, progress=False if config.no_progress else None)
+    return [train_run(config, run, clips, class_names(all_clips)) for run in plan]
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def train_all(plan):
-        all_clips = read_clips(args.data)
-        clips = WaveformClips(all_clips, args.sample_rate, progress=False if args.no_progress else None)
-        return [train_run(args, run, clips, class_names(all_clips)) for run in plan]
-
-    return run_recipe(args, "audionet", train_all)
+    return run_recipe(AudioNetConfig, build_parser().parse_args(argv), "audionet", train_all)
 
 
 if __name__ == "__main__":

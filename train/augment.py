@@ -174,53 +174,54 @@ class Mixup:
         return f"Mixup(alpha={self.alpha})"
 
 
-def build_mix(args, sample_rate: int | None = None):
-    """The batch mixing ``--mix`` names (between-class learning needs the waveforms' ``sample_rate``), or None."""
-    if args.mix == "between-class":
+def build_mix(config, sample_rate: int | None = None):
+    """The batch mixing ``config.mix`` names (between-class learning needs the waveforms' ``sample_rate``), or None."""
+    if config.mix == "between-class":
         return BetweenClass(sample_rate)
-    if args.mix == "mixup":
-        return Mixup(args.mixup_alpha)
+    if config.mix == "mixup":
+        return Mixup(config.mixup_alpha)
     return None
 
 
-def add_augment_args(parser: argparse.ArgumentParser, crop_seconds: float = 0.0,
-                     noise: bool = True) -> argparse.ArgumentParser:
+def add_augment_args(parser: argparse.ArgumentParser, defaults) -> argparse.ArgumentParser:
+    """The waveform augmentation flags, with the defaults of ``defaults`` (train.audionet.AudioNetConfig)."""
+    d = defaults
     group = parser.add_argument_group("waveform augmentation (training clips only)")
-    group.add_argument("--no-gain", action="store_true", help="disable random gain (+-6 dB)")
-    group.add_argument("--no-shift", action="store_true", help="disable random circular time shift")
-    group.add_argument("--no-speed", action="store_true", help="disable random speed change (+-10 %%)")
-    group.add_argument("--noise", action=argparse.BooleanOptionalAction, default=noise,
-                       help=f"additive white noise, SNR 10-40 dB (default: {'on' if noise else 'off'})")
-    group.add_argument("--pitch", type=int, default=0, metavar="SEMITONES",
+    group.add_argument("--no-gain", action="store_true", default=d.no_gain, help="disable random gain (+-6 dB)")
+    group.add_argument("--no-shift", action="store_true", default=d.no_shift,
+                       help="disable random circular time shift")
+    group.add_argument("--no-speed", action="store_true", default=d.no_speed,
+                       help="disable random speed change (+-10 %%)")
+    group.add_argument("--noise", action=argparse.BooleanOptionalAction, default=d.noise,
+                       help=f"additive white noise, SNR 10-40 dB (default: {'on' if d.noise else 'off'})")
+    group.add_argument("--pitch", type=int, default=d.pitch, metavar="SEMITONES",
                        help="random pitch shift up to this many semitones (slow; 0 = off)")
-    group.add_argument("--augment-p", type=float, default=0.5, help="probability of applying each augmentation")
-    group.add_argument("--crop-seconds", type=float, default=crop_seconds,
+    group.add_argument("--augment-p", type=float, default=d.augment_p, help="probability of applying each augmentation")
+    group.add_argument("--crop-seconds", type=float, default=d.crop_seconds,
                        help="train on random windows of this length that contain the sound, and test on "
-                            f"whole clips (0 = train on whole clips; default {crop_seconds:g})")
+                            f"whole clips (0 = train on whole clips; default {d.crop_seconds:g})")
     return parser
 
 
-def build_augment(args, sample_rate: int):
-    """The training transform the flags ask for, or None when every augmentation is off.
+def build_augment(config, sample_rate: int):
+    """The training transform the waveform augmentation settings ask for, or None when every one is off.
 
-    The random ones run on the whole clip, then ``--crop-seconds`` cuts the training window.
+    The random ones run on the whole clip, then ``crop_seconds`` cuts the training window.
     """
     transforms = []
-    if not args.no_gain:
+    if not config.no_gain:
         transforms.append(RandomGain())
-    if not args.no_shift:
+    if not config.no_shift:
         transforms.append(TimeShift())
-    if not args.no_speed:
+    if not config.no_speed:
         transforms.append(SpeedChange())
-    if args.pitch:
-        transforms.append(PitchShift(sample_rate, args.pitch))
-    if args.noise:
+    if config.pitch:
+        transforms.append(PitchShift(sample_rate, config.pitch))
+    if config.noise:
         transforms.append(AddNoise())
-    chain = [RandomApply(transforms, args.augment_p)] if transforms else []
-    if args.crop_seconds:
-        if args.crop_seconds < 0:
-            raise ValueError(f"--crop-seconds must be >= 0, not {args.crop_seconds}")
-        chain.append(RandomCrop(round(args.crop_seconds * sample_rate)))
+    chain = [RandomApply(transforms, config.augment_p)] if transforms else []
+    if config.crop_seconds:
+        chain.append(RandomCrop(round(config.crop_seconds * sample_rate)))
     if len(chain) > 1:
         return Compose(chain)
     return chain[0] if chain else None

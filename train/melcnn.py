@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,22 +28,43 @@ from train.data.cache import load_log_mels
 from train.data.esc50 import class_names
 from train.datasets import LogMelImages
 from train.engine import seed_everything
-from train.runs import add_common_args, run_recipe, run_trainer, train_single_stage
+from train.config import TrainingConfig, add_common_args
+from train.runs import run_recipe, run_trainer, train_single_stage
 from train.augment import RecordingConditions, build_mix
 from train.specaugment import spec_augment
 
 # One grey channel: the dB image scaled to [0, 1] (0 = top_db below the window's peak), then centred.
 FRONTEND = FrontEnd(n_mels=64, channels=1, mean=(0.5,), std=(0.25,))
-DEFAULT_WIDTHS = (24, 48, 96, 192)
+WIDTHS = (24, 48, 96, 192)
 POOLINGS = ("mean", "mean+max")
-DEFAULT_EPOCHS = 150
-DEFAULT_CROP_SECONDS = 2.5
-DEFAULT_LR = 3e-3
-DEFAULT_EMA = 0.999
-DEFAULT_MIXUP_ALPHA = 1.0  # Beta(1, 1): a uniform share, as between-class learning draws it
-DEFAULT_FREQ_MASK = 8  # of 64 mel bins
-DEFAULT_TIME_MASK = 24  # of the 108 frames of a 2.5-s crop
-DEFAULT_CONDITIONS_P = 0.333  # each simulated recording condition on a third of the training clips
+
+
+@dataclass(frozen=True)
+class MelCNNConfig(TrainingConfig):
+    """The MelCNN recipe; its defaults are the settings of the run behind the README's numbers."""
+
+    epochs: int = 150
+    lr: float = 3e-3
+    mix: str = "mixup"
+    mixup_alpha: float = 1.0  # Beta(1, 1): a uniform share, as between-class learning draws it
+    ema: float = 0.999
+    widths: tuple = WIDTHS
+    dropout: float = 0.3
+    pooling: str = "mean+max"
+    crop_seconds: float = 2.5
+    specaugment: bool = True
+    specaugment_p: float = 0.5
+    freq_mask: int = 8  # of 64 mel bins
+    time_mask: int = 24  # of the 108 frames of a 2.5-s crop
+    conditions: float = 0.333  # each simulated recording condition on a third of the training clips
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.crop_seconds < 0:
+            raise ValueError(f"--crop-seconds must be >= 0, not {self.crop_seconds}")
+        if not 0 <= self.conditions <= 1:
+            raise ValueError(f"--conditions must be a probability, not {self.conditions}")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
@@ -60,7 +82,7 @@ class MelCNN(nn.Module):
     tested on whole windows.
     """
 
-    def __init__(self, n_classes: int = 50, widths: tuple = DEFAULT_WIDTHS, dropout: float = 0.3,
+    def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = 0.3,
                  pooling: str = "mean+max", in_channels: int = 1):
         super().__init__()
         if pooling not in POOLINGS:
@@ -111,15 +133,13 @@ class RandomTimeCrop:
         return f"RandomTimeCrop({self.frames}, within_db={self.within_db:g})"
 
 
-def build_augment(args, frontend: FrontEnd):
+def build_augment(config: MelCNNConfig, frontend: FrontEnd):
     """Crop, then the book's SpecAugment masks; None when both are off."""
     chain = []
-    if args.crop_seconds:
-        if args.crop_seconds < 0:
-            raise ValueError(f"--crop-seconds must be >= 0, not {args.crop_seconds}")
-        chain.append(RandomTimeCrop(round(args.crop_seconds * frontend.sample_rate / frontend.hop_length), frontend))
-    if args.specaugment:
-        chain.append(spec_augment(args.freq_mask, args.time_mask, p=args.specaugment_p))
+    if config.crop_seconds:
+        chain.append(RandomTimeCrop(round(config.crop_seconds * frontend.sample_rate / frontend.hop_length), frontend))
+    if config.specaugment:
+        chain.append(spec_augment(config.freq_mask, config.time_mask, p=config.specaugment_p))
     return Compose(chain) if len(chain) > 1 else (chain[0] if chain else None)
 
 
@@ -137,28 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.melcnn", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train MelCNN (log-mel images, from scratch) on ESC-50. The defaults reproduce the README numbers.")
-    add_common_args(parser, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR, weight_decay=1e-2,
-                    mix="mixup", mixup_alpha=DEFAULT_MIXUP_ALPHA, ema=DEFAULT_EMA)
+    d = MelCNNConfig()
+    add_common_args(parser, d)
     group = parser.add_argument_group("MelCNN")
-    group.add_argument("--widths", type=widths_arg, default=DEFAULT_WIDTHS, metavar="C1,C2,...",
+    group.add_argument("--widths", type=widths_arg, default=d.widths, metavar="C1,C2,...",
                        help="channels of each stage")
-    group.add_argument("--dropout", type=float, default=0.3)
-    group.add_argument("--pooling", choices=POOLINGS, default="mean+max")
-    group.add_argument("--crop-seconds", type=float, default=DEFAULT_CROP_SECONDS,
+    group.add_argument("--dropout", type=float, default=d.dropout)
+    group.add_argument("--pooling", choices=POOLINGS, default=d.pooling)
+    group.add_argument("--crop-seconds", type=float, default=d.crop_seconds,
                        help="train on random crops of this length that contain the sound (0 = whole clips)")
-    group.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=True,
+    group.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=d.specaugment,
                        help="the book's frequency and time masks on training crops")
-    group.add_argument("--specaugment-p", type=float, default=0.5, help="probability of each mask")
-    group.add_argument("--freq-mask", type=int, default=DEFAULT_FREQ_MASK, help="maximum frequency-mask width (mel bins)")
-    group.add_argument("--time-mask", type=int, default=DEFAULT_TIME_MASK, help="maximum time-mask width (frames)")
-    group.add_argument("--conditions", type=float, default=DEFAULT_CONDITIONS_P, metavar="P",
+    group.add_argument("--specaugment-p", type=float, default=d.specaugment_p, help="probability of each mask")
+    group.add_argument("--freq-mask", type=int, default=d.freq_mask, help="maximum frequency-mask width (mel bins)")
+    group.add_argument("--time-mask", type=int, default=d.time_mask, help="maximum time-mask width (frames)")
+    group.add_argument("--conditions", type=float, default=d.conditions, metavar="P",
                        help="simulate recording conditions on training clips: reverberation, noise and a "
                             "microphone's band, each with probability P (train.augment.RecordingConditions; 0 = off)")
-    group.add_argument("--cache-dir", help="log-mel cache folder (default <dataset>/cache)")
+    group.add_argument("--cache-dir", default=d.cache_dir, help="log-mel cache folder (default <dataset>/cache)")
     return parser
 
 
-def train_run(args, run, log_mels, clips, frontend: FrontEnd) -> dict:
+def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) -> dict:
     """Train and test one (split, seed) run; returns its metrics."""
     run.create()
     seed_everything(run.seed)
@@ -169,30 +189,29 @@ def train_run(args, run, log_mels, clips, frontend: FrontEnd) -> dict:
         index = [i for i, c in enumerate(clips) if c.fold in folds]
         return LogMelImages(log_mels[index], targets[index], frontend, transform, conditions)
 
-    augment = build_augment(args, frontend)
-    mix = build_mix(args)
-    model_kwargs = {"n_classes": len(class_names(clips)), "widths": list(args.widths), "dropout": args.dropout,
-                    "pooling": args.pooling, "in_channels": frontend.channels}
+    augment = build_augment(config, frontend)
+    mix = build_mix(config)
+    model_kwargs = {"n_classes": len(class_names(clips)), "widths": list(config.widths), "dropout": config.dropout,
+                    "pooling": config.pooling, "in_channels": frontend.channels}
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
-    conditions = RecordingConditions(frontend, p=args.conditions) if args.conditions else None
+    conditions = RecordingConditions(frontend, p=config.conditions) if config.conditions else None
     datasets = (images(split.train_folds, augment, conditions), images(split.valid_folds) if split.valid_folds else None,
                 images((split.test_fold,)))
-    trainer = run_trainer(args, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
+    trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
                           input_spec=input_spec, datasets=datasets, augment=augment, mix=mix)
-    return train_single_stage(trainer, model, args, run)
+    return train_single_stage(trainer, model, config, run)
+
+
+def train_all(config: MelCNNConfig, plan: list) -> list:
+    log_mels, clips = load_log_mels(config.data, FRONTEND, config.cache_dir, progress=not config.no_progress)
+    log_mels = np.ascontiguousarray(log_mels)  # 2000 x 64 x 216 floats: 110 MB, read once
+    return [train_run(config, run, log_mels, clips, FRONTEND) for run in plan]
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def train_all(plan):
-        log_mels, clips = load_log_mels(args.data, FRONTEND, args.cache_dir, progress=not args.no_progress)
-        log_mels = np.ascontiguousarray(log_mels)  # 2000 x 64 x 216 floats: 110 MB, read once
-        return [train_run(args, run, log_mels, clips, FRONTEND) for run in plan]
-
-    return run_recipe(args, "melcnn", train_all)
+    return run_recipe(MelCNNConfig, build_parser().parse_args(argv), "melcnn", train_all)
 
 
 if __name__ == "__main__":

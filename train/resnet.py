@@ -8,7 +8,9 @@ one learning rate per *parameter group*, not a list.)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from train.datasets import LogMelImages
 from train.augment import build_mix
 from train.data.esc50 import parse_splits
 from train.engine import Trainer, checkpoint_info, seed_everything
-from train.runs import add_common_args, command_line, mean_std, parse_seeds, plan_runs
+from train.config import TrainingConfig, add_common_args
+from train.runs import command_line, mean_std, plan_runs
 from train.specaugment import spec_augment
 
 IMAGENET_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
@@ -136,76 +139,105 @@ PROTOCOL = {
 }
 
 
+@dataclass(frozen=True)
+class ResNetConfig(TrainingConfig):
+    """The book's staged ResNet-50 transfer recipe (its defaults); ``ablation`` runs its three variants."""
+
+    epochs: int = 20
+    lr: float = 1e-2
+    optimizer: str = "adam"
+    weights: str | None = "imagenet"
+    head_epochs: int = 5
+    lr_late: float = 1e-4
+    lr_early: float = 1e-8
+    head_only: bool = False
+    dropout: float = 0.5
+    specaugment: bool = True
+    freq_mask: int = 24
+    time_mask: int = 32
+    mask_fill: str = "mean"
+    cache_dir: str | None = None
+    ablation: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.ablation and self.split != "book":
+            raise ValueError("--ablation runs on the book split; drop --split")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.resnet", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_args(parser, epochs=20, batch_size=32, lr=1e-2, weight_decay=1e-2)
-    parser.set_defaults(optimizer="adam")
+    d = ResNetConfig()
+    add_common_args(parser, d)
     group = parser.add_argument_group("ResNet-50 transfer")
-    group.add_argument("--weights", default="imagenet", type=lambda text: None if text.lower() == "none" else text,
+    group.add_argument("--weights", default=d.weights, type=lambda text: None if text.lower() == "none" else text,
                        help="imagenet (torchvision IMAGENET1K_V2), none, or PATH to a ResNet-50 state dict")
-    group.add_argument("--head-epochs", type=int, default=5, help="stage 1: epochs of the head on the frozen backbone")
-    group.add_argument("--lr-late", type=float, default=1e-4, help="stage 2 learning rate of layer3-4 (--lr is the head's)")
-    group.add_argument("--lr-early", type=float, default=1e-8, help="stage 2 learning rate of the stem and layer1-2")
+    group.add_argument("--head-epochs", type=int, default=d.head_epochs,
+                       help="stage 1: epochs of the head on the frozen backbone")
+    group.add_argument("--lr-late", type=float, default=d.lr_late,
+                       help="stage 2 learning rate of layer3-4 (--lr is the head's)")
+    group.add_argument("--lr-early", type=float, default=d.lr_early,
+                       help="stage 2 learning rate of the stem and layer1-2")
     group.add_argument("--head-only", action="store_true",
                        help="skip stage 2: train the head alone for --head-epochs + --epochs epochs")
-    group.add_argument("--dropout", type=float, default=0.5)
-    group.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=True,
+    group.add_argument("--dropout", type=float, default=d.dropout)
+    group.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=d.specaugment,
                        help="frequency and time masks on training images, each with p=0.5")
-    group.add_argument("--freq-mask", type=int, default=24, help="maximum frequency-mask width (mel bins)")
-    group.add_argument("--time-mask", type=int, default=32, help="maximum time-mask width (frames)")
-    group.add_argument("--mask-fill", choices=["mean", "zero"], default="mean")
-    group.add_argument("--cache-dir", help="log-mel cache folder (default <dataset>/cache)")
+    group.add_argument("--freq-mask", type=int, default=d.freq_mask, help="maximum frequency-mask width (mel bins)")
+    group.add_argument("--time-mask", type=int, default=d.time_mask, help="maximum time-mask width (frames)")
+    group.add_argument("--mask-fill", choices=["mean", "zero"], default=d.mask_fill)
+    group.add_argument("--cache-dir", default=d.cache_dir, help="log-mel cache folder (default <dataset>/cache)")
     parser.add_argument("--ablation", action="store_true",
                         help="book split, three variants: frozen head only / staged / staged + SpecAugment")
     return parser
 
 
-def train_run(args, planned, log_mels, clips, frontend: FrontEnd) -> dict:
+def train_run(config: ResNetConfig, planned, log_mels, clips, frontend: FrontEnd) -> dict:
     """Train one (split, seed) run in two stages and test it; returns its metrics."""
     split = planned.split
     train_idx, valid_idx, test_idx = ([i for i, c in enumerate(clips) if c.fold in folds]
                                       for folds in (split.train_folds, split.valid_folds, (split.test_fold,)))
     targets = np.array([c.target for c in clips])
-    augment = spec_augment(args.freq_mask, args.time_mask, use_mean=args.mask_fill == "mean") \
-        if args.specaugment else None
+    augment = spec_augment(config.freq_mask, config.time_mask, use_mean=config.mask_fill == "mean") \
+        if config.specaugment else None
 
     def images(index, transform=None):
         return LogMelImages(log_mels[index], targets[index], frontend, transform)
 
     planned.create()
     seed_everything(planned.seed)
-    model_kwargs = {"n_classes": N_CLASSES, "dropout": args.dropout}
-    model = SpecResNet50(weights=args.weights, **model_kwargs)
+    model_kwargs = {"n_classes": N_CLASSES, "dropout": config.dropout}
+    model = SpecResNet50(weights=config.weights, **model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
     protocol = PROTOCOL["book" if split.valid_folds else "cv"].format(fold=split.test_fold)
-    mix = build_mix(args)
+    mix = build_mix(config)
     trainer = Trainer(
         model, planned.run_dir, train_set=images(train_idx, augment),
         valid_set=images(valid_idx) if valid_idx else None, test_set=images(test_idx),
         checkpoint_info=checkpoint_info("resnet50", {**model_kwargs, "weights": None}, class_names(clips), input_spec),
         metadata={"model": "resnet50", "split": split.name, "seed": planned.seed, "protocol": protocol,
-                  "command": command_line("train.resnet"), "weights": args.weights,
-                  "specaugment": args.specaugment, "mix": repr(mix), "head_only": args.head_only},
-        device=args.device, batch_size=args.batch_size, workers=args.workers, seed=planned.seed,
-        mix=mix, label_smoothing=args.label_smoothing, precision=args.precision, channels_last=True,
-        ema=args.ema, resume=planned.resume,
-        progress=False if args.no_progress else None)
-    fit = dict(optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule)
-    head = [{"name": "head", "params": model.head.parameters(), "lr": args.lr}]
+                  "command": command_line("train.resnet"), "weights": config.weights,
+                  "specaugment": config.specaugment, "mix": repr(mix), "head_only": config.head_only},
+        device=config.device, batch_size=config.batch_size, workers=config.workers, seed=planned.seed,
+        mix=mix, label_smoothing=config.label_smoothing, precision=config.precision, channels_last=True,
+        ema=config.ema, resume=planned.resume,
+        progress=False if config.no_progress else None)
+    fit = dict(optimizer=config.optimizer, weight_decay=config.weight_decay, schedule=config.schedule)
+    head = [{"name": "head", "params": model.head.parameters(), "lr": config.lr}]
     model.freeze_backbone(True)
-    if args.find_lr:
+    if config.find_lr:
         finding = trainer.find_lr(head)
         print(f"suggested head learning rate {finding.suggestion:.2e} (plot: {finding.plot})")
         return {}
-    head_epochs = args.head_epochs + args.epochs if args.head_only else args.head_epochs
+    head_epochs = config.head_epochs + config.epochs if config.head_only else config.head_epochs
     if head_epochs:
         trainer.fit(STAGE1, head, head_epochs, **fit)
-    if not args.head_only and args.epochs:
+    if not config.head_only and config.epochs:
         model.freeze_backbone(False)
-        trainer.fit(STAGE2, model.param_groups(args.lr, args.lr_late, args.lr_early), args.epochs, **fit)
+        trainer.fit(STAGE2, model.param_groups(config.lr, config.lr_late, config.lr_early), config.epochs, **fit)
     return trainer.finish()
 
 
@@ -218,18 +250,15 @@ ABLATION = {  # variant -> the settings it changes
 }
 
 
-def variant_name(args) -> str:
-    return "head-only" if args.head_only else "staged+specaugment" if args.specaugment else "staged"
+def variant_name(config: ResNetConfig) -> str:
+    return "head-only" if config.head_only else "staged+specaugment" if config.specaugment else "staged"
 
 
-def variants(args) -> list:
-    """[(name, settings)]: the ablation's three variants, or the one the flags describe."""
-    if not args.ablation:
-        return [(variant_name(args), args)]
-    if args.split != "book":
-        raise ValueError("--ablation runs on the book split; drop --split")
-    return [(name, argparse.Namespace(**{**vars(args), **change, "ablation": False}))
-            for name, change in ABLATION.items()]
+def variants(config: ResNetConfig) -> list:
+    """[(name, configuration)]: the ablation's three variants, or the one the configuration describes."""
+    if not config.ablation:
+        return [(variant_name(config), config)]
+    return [(name, dataclasses.replace(config, **change, ablation=False)) for name, change in ABLATION.items()]
 
 
 def result_row(variant: str, metrics: dict, run_dir: Path) -> dict:
@@ -275,25 +304,23 @@ def write_results(rows: list, folder: Path, command: str) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    resumed = plan_runs(args, "resnet50") if args.resume else None  # also loads the run's settings into args
+    config = ResNetConfig.from_args(build_parser().parse_args(argv)).resumed()
     frontend = FrontEnd()
     command = command_line("train.resnet")
-    experiments = variants(args)
-    splits = parse_splits(args.split)
-    n_runs = len(experiments) * len(splits) * len(parse_seeds(args))
+    experiments = variants(config)
+    n_runs = len(experiments) * len(parse_splits(config.split)) * len(config.run_seeds)
     results_dir = None
-    if n_runs > 1 and not args.resume:
-        label = "ablation" if args.ablation else args.split
-        results_dir = Path(args.out) / f"resnet50-{label}-{datetime.now():%Y%m%d-%H%M%S}"
+    if n_runs > 1 and not config.resume:
+        label = "ablation" if config.ablation else config.split
+        results_dir = Path(config.out) / f"resnet50-{label}-{datetime.now():%Y%m%d-%H%M%S}"
         results_dir.mkdir(parents=True)
-    log_mels, clips = load_log_mels(args.data, frontend, args.cache_dir, progress=not args.no_progress)
+    log_mels, clips = load_log_mels(config.data, frontend, config.cache_dir, progress=not config.no_progress)
     rows = []
     for name, settings in experiments:
         if results_dir is not None:
-            settings.out = str(results_dir)
+            settings = dataclasses.replace(settings, out=str(results_dir))
         model_name = "resnet50" if len(experiments) == 1 else f"resnet50-{name}"
-        for planned in resumed or plan_runs(settings, model_name):
+        for planned in plan_runs(settings, model_name):
             metrics = train_run(settings, planned, log_mels, clips, frontend)
             if settings.find_lr:
                 return 0

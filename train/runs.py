@@ -1,10 +1,11 @@
-"""Run bookkeeping shared by the training commands: their common flags, which (split, seed) runs to make
-and in which folders, the one-stage training loop, and the mean +- std summary of several runs."""
+"""Run bookkeeping shared by the training commands: which (split, seed) runs to make and in which folders,
+the one-stage training loop, and the mean +- std summary of several runs.
+
+``python -m train.runs RUN_DIR... --out FILE`` summarises finished runs, e.g. seeds trained in parallel."""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -16,65 +17,13 @@ from torch import nn
 
 from edge.atomic import write_json
 from train.data.esc50 import DatasetError, Split, parse_splits
-from train.engine import PRECISIONS, Trainer, checkpoint_info
-
-
-MIX_HELP = {"between-class": "level-aware waveform mixing, ratio ~ U(0, 1), Tokozume et al. 2018",
-            "mixup": "Zhang et al. 2018", "none": "no mixing"}
+from train.config import TrainingConfig
+from train.engine import Trainer, checkpoint_info
 
 
 def command_line(module: str) -> str:
     """The command that started this process, as ``python -m module args...``."""
     return " ".join(["python", "-m", module] + [shlex.quote(a) for a in sys.argv[1:]])
-
-
-def add_common_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
-                    weight_decay: float = 1e-2, mixes: tuple = ("mixup", "none"), mix: str = "none",
-                    mixup_alpha: float = 0.2, ema: float = 0.0) -> argparse.ArgumentParser:
-    """Flags both training CLIs share; the defaults given here are the model's reported settings."""
-    parser.add_argument("--data", default=os.environ.get("ESC50_DIR", "data/ESC-50"),
-                        help="ESC-50 folder (meta/esc50.csv + audio/); default $ESC50_DIR or data/ESC-50")
-    parser.add_argument("--split", default="book",
-                        help="book (train 1-3, select on 4, test 5), cv (all five folds, fixed epochs) "
-                             "or cvK (test on fold K only)")
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--lr", type=float, default=lr, help="maximum learning rate of the schedule")
-    parser.add_argument("--weight-decay", type=float, default=weight_decay)
-    parser.add_argument("--optimizer", choices=["adam", "adamw"], default="adamw")
-    parser.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
-    parser.add_argument("--mix", choices=mixes, default=mix,
-                        help="how each training batch is mixed with a shuffled copy of itself: " + ", ".join(
-                            f"{name} ({MIX_HELP[name]})" for name in mixes) + " (default %(default)s)")
-    parser.add_argument("--mixup-alpha", type=float, default=mixup_alpha, metavar="ALPHA",
-                        help="with --mix mixup: the ratio is drawn from Beta(alpha, alpha) (default %(default)s)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--ema", type=float, default=ema, metavar="DECAY",
-                        help="validate, select and save an exponential moving average of the weights with this "
-                             "decay per step, e.g. 0.999 (0 = off; default %(default)s)")
-    parser.add_argument("--find-lr", action="store_true",
-                        help="run the LR range test, save lr_find.png in the run folder, print a suggestion, exit")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue an interrupted run (its saved settings are used)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
-                        help="autocast dtype; auto = fp16 on CUDA, bf16 on CPUs with native bf16 "
-                             "(AVX512-BF16/AMX), else fp32")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", help="comma-separated seeds, one run each (overrides --seed), e.g. 0,1,2")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--out", default="runs", help="folder for run folders")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
-    return parser
-
-
-def parse_seeds(args) -> list:
-    if not args.seeds:
-        return [args.seed]
-    try:
-        return [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, not {args.seeds!r}") from None
 
 
 @dataclass
@@ -94,28 +43,15 @@ class PlannedRun:
         return self.run_dir
 
 
-def plan_runs(args, model_name: str) -> list:
-    """One :class:`PlannedRun` per (split, seed), in runs/<model>-<split>-seed<k>-<timestamp>/. With
-    ``--resume RUN`` the run's saved settings are loaded into ``args`` and the plan is that run alone; a run
-    saved by a version with other settings is refused (resume it with that version)."""
-    if args.resume:
-        run_dir = Path(args.resume)
-        config_path = run_dir / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path}: not a run folder (no config.json)")
-        saved = json.loads(config_path.read_text())
-        keep = {"resume": args.resume, "device": args.device, "workers": args.workers,
-                "no_progress": args.no_progress}
-        missing = sorted(set(vars(args)) - set(saved) - set(keep))
-        if missing:
-            raise ValueError(f"{config_path}: saved by another version of this code (no {', '.join(missing)}); "
-                             f"resume it with the version it was started with (commit in its metrics or log)")
-        vars(args).update({**saved, **keep})
-        return [PlannedRun(parse_splits(saved["split"])[0], saved["seed"], run_dir, True, saved)]
+def plan_runs(config: TrainingConfig, model_name: str) -> list:
+    """One :class:`PlannedRun` per (split, seed), in runs/<model>-<split>-seed<k>-<timestamp>/; with
+    ``resume`` (a configuration already :meth:`~train.config.TrainingConfig.resumed`), that run alone."""
+    if config.resume:
+        return [PlannedRun(parse_splits(config.split)[0], config.seed, Path(config.resume), True, config.to_json())]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return [PlannedRun(split, seed, Path(args.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}", False,
-                       {**vars(args), "split": split.name, "seed": seed, "seeds": None, "resume": None})
-            for seed in parse_seeds(args) for split in parse_splits(args.split)]
+    return [PlannedRun(split, seed, Path(config.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}", False,
+                       {**config.to_json(), "split": split.name, "seed": seed, "seeds": None, "resume": None})
+            for seed in config.run_seeds for split in parse_splits(config.split)]
 
 
 def protocol_text(split, epochs: int) -> str:
@@ -130,55 +66,57 @@ def protocol_text(split, epochs: int) -> str:
             f"with those weights, at the end")
 
 
-def run_trainer(args, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict, classes: list,
+def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict, classes: list,
                 input_spec: dict, datasets: tuple, augment, mix) -> Trainer:
     """The Trainer of one planned run of a one-stage recipe (``python -m train.<name>``), recording in
     metrics.json what every run records: model, split, seed, protocol, command, augmentation, settings."""
     train_set, valid_set, test_set = datasets
     metadata = {"model": name, "model_kwargs": model_kwargs, "split": run.split.name, "seed": run.seed,
-                "protocol": protocol_text(run.split, args.epochs), "command": command_line(f"train.{name}"),
+                "protocol": protocol_text(run.split, config.epochs), "command": command_line(f"train.{name}"),
                 "augment": repr(augment), "mix": repr(mix),
-                "settings": {k: v for k, v in vars(args).items() if k != "resume"}}
+                "settings": {k: v for k, v in config.to_json().items() if k != "resume"}}
     return Trainer(model, run.run_dir, train_set=train_set, valid_set=valid_set, test_set=test_set,
                    checkpoint_info=checkpoint_info(name, model_kwargs, classes, input_spec),
-                   metadata=metadata, device=args.device, batch_size=args.batch_size, workers=args.workers,
-                   seed=run.seed, mix=mix, label_smoothing=args.label_smoothing, precision=args.precision,
-                   ema=args.ema, resume=run.resume, progress=False if args.no_progress else None)
+                   metadata=metadata, device=config.device, batch_size=config.batch_size, workers=config.workers,
+                   seed=run.seed, mix=mix, label_smoothing=config.label_smoothing, precision=config.precision,
+                   ema=config.ema, resume=run.resume, progress=False if config.no_progress else None)
 
 
-def train_single_stage(trainer: Trainer, model: nn.Module, args, run: PlannedRun) -> dict:
+def train_single_stage(trainer: Trainer, model: nn.Module, config: TrainingConfig, run: PlannedRun) -> dict:
     """The one-stage recipes (AudioNet, MelCNN): every parameter at ``--lr`` for ``--epochs``, then the test
     fold once; with ``--find-lr`` only the LR range test (returns {})."""
-    groups = [{"params": model.parameters(), "lr": args.lr}]
-    if args.find_lr:
-        found = trainer.find_lr(groups, optimizer=args.optimizer)
+    groups = [{"params": model.parameters(), "lr": config.lr}]
+    if config.find_lr:
+        found = trainer.find_lr(groups, optimizer=config.optimizer)
         print(f"suggested learning rate {found.suggestion:.2e} (plot: {found.plot})")
         return {}
-    trainer.fit("train", groups, args.epochs, optimizer=args.optimizer, weight_decay=args.weight_decay,
-                schedule=args.schedule)
+    trainer.fit("train", groups, config.epochs, optimizer=config.optimizer, weight_decay=config.weight_decay,
+                schedule=config.schedule)
     metrics = trainer.finish()
     print(f"{run.run_dir}: test accuracy {metrics['test_accuracy']:.4f} (fold {run.split.test_fold}), "
           f"best epoch {metrics['best_epoch']}, {metrics['wall_time_s'] / 60:.1f} min")
     return metrics
 
 
-def run_recipe(args, name: str, train_all) -> int:
-    """The body of a training command: plan its runs, train them (``train_all(plan)`` returns their metrics)
-    and report; bad data or settings give one line on stderr and exit status 2."""
+def run_recipe(config_class: type, namespace, name: str, train_all) -> int:
+    """The body of a training command: build its configuration from the parsed command line (or the resumed
+    run's), plan its runs, train them (``train_all(config, plan)`` returns their metrics) and report; bad data
+    or settings give one line on stderr and exit status 2."""
     try:
-        plan = plan_runs(args, name)
-        results = train_all(plan)
+        config = config_class.from_args(namespace).resumed()
+        plan = plan_runs(config, name)
+        results = train_all(config, plan)
     except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report_runs(results, plan, args)
+    report_runs(results, plan, config)
     return 0
 
 
-def report_runs(results: list, plan: list, args) -> None:
+def report_runs(results: list, plan: list, config: TrainingConfig) -> None:
     """After several runs (seeds or folds): print and write their mean +- std next to the run folders."""
-    if len(results) > 1 and not args.find_lr:
-        summary = summarize(results, Path(args.out) / f"{plan[0].run_dir.name}-summary.json")
+    if len(results) > 1 and not config.find_lr:
+        summary = summarize(results, Path(config.out) / f"{plan[0].run_dir.name}-summary.json")
         print(f"test accuracy over {len(results)} runs: {summary['mean_test_accuracy']:.4f} "
               f"+- {summary['std_test_accuracy']:.4f}")
 
@@ -190,10 +128,31 @@ def mean_std(values) -> dict:
 
 
 def summarize(results: list, path: Path) -> dict:
-    """Mean and standard deviation of test accuracy over several runs, written to ``path``."""
-    stats = mean_std([r["test_accuracy"] for r in results])
-    summary = {"runs": [{"split": r["split"], "seed": r["seed"], "test_accuracy": r["test_accuracy"]}
-                        for r in results],
-               "mean_test_accuracy": stats["mean"], "std_test_accuracy": stats["std"]}
+    """Mean and standard deviation of test (and validation) accuracy over several runs, written to ``path``."""
+    summary = {"runs": [{"split": r["split"], "seed": r["seed"], "valid_accuracy": r.get("valid_accuracy"),
+                         "test_accuracy": r["test_accuracy"]} for r in results]}
+    for name in ("valid", "test"):
+        values = [r.get(f"{name}_accuracy") for r in results]
+        if None not in values:
+            stats = mean_std(values)
+            summary[f"mean_{name}_accuracy"], summary[f"std_{name}_accuracy"] = stats["mean"], stats["std"]
     write_json(summary, path)
     return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.runs", description="Mean +- std of finished runs.")
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders, each with its metrics.json")
+    parser.add_argument("--out", type=Path, required=True, help="summary JSON to write")
+    args = parser.parse_args(argv)
+    missing = [str(run) for run in args.runs if not (run / "metrics.json").is_file()]
+    if missing:
+        print(f"error: no metrics.json (unfinished or not a run folder): {', '.join(missing)}", file=sys.stderr)
+        return 2
+    summary = summarize([json.loads((run / "metrics.json").read_text()) for run in args.runs], args.out)
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
