@@ -231,107 +231,127 @@ class VerificationError(RuntimeError):
         self.report = report
 
 
-def export(args) -> dict:
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``python -m export.to_onnx`` was asked to do; built once by :func:`parse_args`."""
+
+    run_dir: Path
+    out: Path  # the fp32 file; the report and the int8 file are named after it
+    argv: tuple  # the command line, for the report
+    int8: bool = False
+    data: Path | None = None
+    max_clips: int | None = None
+    atol: float = 1e-3
+    calibration_per_class: int = 2
+    calibration_method: str = "minmax"
+    int8_activations: str = "uint8"
+    int8_fp32_convs: int = 0
+    max_int8_drop: float = 1.0
+    threads: tuple = (1,)
+    latency_repeats: int = 50
+
+
+def export(config: ExportConfig) -> dict:
     """Export and verify (and with --int8 quantise); returns the report. Raises VerificationError."""
     import onnx
     import onnxruntime
     import torch
 
-    run = Run.load(args.run_dir)
+    run = Run.load(config.run_dir)
     model = run.build_model()
     report = {"run": str(run.path), "model_name": run.checkpoint["model_name"], "passed": False,
               "training": {k: run.metrics.get(k) for k in ("test_accuracy", "commit", "split", "seed")},
               "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
                            "onnxruntime": onnxruntime.__version__, "opset": OPSET},
-              "command": " ".join(["python -m export.to_onnx", *args.argv]),
+              "command": " ".join(["python -m export.to_onnx", *config.argv]),
               "latency": {"statistic": "median ms per window, batch 1, onnxruntime CPU, models in turns of 10 calls",
-                          "threads": args.threads, "repeats": args.latency_repeats, "machine": machine()}}
-    test_clips, train_clips, folder = dataset_clips(run, args.data)
-    with staged(args.out) as tmp:
+                          "threads": config.threads, "repeats": config.latency_repeats, "machine": machine()}}
+    test_clips, train_clips, folder = dataset_clips(run, config.data)
+    with staged(config.out) as tmp:
         save_onnx(to_onnx(model, run.input_shape(), run.metadata(precision="fp32")), tmp)
-        classifier = Classifier(tmp, max(args.threads))
+        classifier = Classifier(tmp, max(config.threads))
         if test_clips is None:
             print("warning: no ESC-50 folder (--data, the run's data, $ESC50_DIR): verifying on synthetic noise, "
                   "no accuracy", file=sys.stderr)
             data = Inputs.synthetic(classifier, n=8, seed=0)
         else:
-            clips = test_clips[:args.max_clips]
+            clips = test_clips[:config.max_clips]
             data = Inputs.from_clips(classifier, clips,
                                      f"ESC-50 test fold {run.split().test_fold} of {folder} ({len(clips)} clips)")
         report["verification_data"] = data.source
         reference = logits_torch(model, data.x)
         fp32_logits = logits_onnx(classifier.session, data.x)
         parity = compare(reference, fp32_logits)
-        passed = parity["top1_agreement"] == 1.0 and parity["max_abs_logit_diff"] <= args.atol
-        report["fp32"] = {"path": str(args.out), "bytes": tmp.stat().st_size,
-                          "parity_vs_torch": {**parity, "atol": args.atol, "passed": passed},
+        passed = parity["top1_agreement"] == 1.0 and parity["max_abs_logit_diff"] <= config.atol
+        report["fp32"] = {"path": str(config.out), "bytes": tmp.stat().st_size,
+                          "parity_vs_torch": {**parity, "atol": config.atol, "passed": passed},
                           "torch_test_accuracy": accuracy(reference, data.targets),
                           "test_accuracy": accuracy(fp32_logits, data.targets)}
         if not passed:
-            raise VerificationError(f"{args.out}: ONNX and PyTorch disagree (max |logit diff| "
-                                    f"{parity['max_abs_logit_diff']:.2e}, atol {args.atol}; top-1 agreement "
+            raise VerificationError(f"{config.out}: ONNX and PyTorch disagree (max |logit diff| "
+                                    f"{parity['max_abs_logit_diff']:.2e}, atol {config.atol}; top-1 agreement "
                                     f"{parity['top1_agreement']:.1%}); not written", report)
     report["passed"] = True
-    paths = {"fp32": args.out}
-    if args.int8:
-        report["int8"] = export_int8(args, run, data, fp32_logits, train_clips, report)
+    paths = {"fp32": config.out}
+    if config.int8:
+        report["int8"] = export_int8(config, run, data, fp32_logits, train_clips, report)
         paths["int8"] = Path(report["int8"]["path"])
-    add_latency(report, paths, data.x, args)
+    add_latency(report, paths, data.x, config)
     return report
 
 
-def add_latency(report: dict, paths: dict, x: np.ndarray, args):
+def add_latency(report: dict, paths: dict, x: np.ndarray, config: ExportConfig):
     """Time the written models (in turns) and put the medians, speed-up and targets into ``report``."""
-    table, report["latency"]["other_processes_cpu_share"] = latency_table(paths, x, args.threads,
-                                                                          args.latency_repeats)
+    table, report["latency"]["other_processes_cpu_share"] = latency_table(paths, x, config.threads,
+                                                                          config.latency_repeats)
     for name, ms in table.items():
         report[name]["latency_ms"] = ms
     if "int8" in table:
         int8 = report["int8"]
         int8["speedup_vs_fp32"] = {n: table["fp32"][n] / ms for n, ms in table["int8"].items()}
         drop = int8["accuracy_drop_points"]
-        int8["targets"] = {"accuracy_met": None if drop is None else drop <= args.max_int8_drop,
+        int8["targets"] = {"accuracy_met": None if drop is None else drop <= config.max_int8_drop,
                            "min_speedup": INT8_MIN_SPEEDUP,
                            "speedup_met": all(v >= INT8_MIN_SPEEDUP for v in int8["speedup_vs_fp32"].values())}
 
 
-def export_int8(args, run: Run, data: Inputs, fp32_logits: np.ndarray, train_clips, report: dict) -> dict:
+def export_int8(config: ExportConfig, run: Run, data: Inputs, fp32_logits: np.ndarray, train_clips, report: dict) -> dict:
     """Quantise the verified fp32 file; int8 must stay within --max-int8-drop points of fp32 accuracy."""
     import onnx
 
     from export.quantize import TooManyFp32Convs, quantize_int8
 
-    path = args.out.with_suffix(".int8.onnx")
-    fp32 = Classifier(args.out, max(args.threads))
+    path = config.out.with_suffix(".int8.onnx")
+    fp32 = Classifier(config.out, max(config.threads))
     if train_clips is None:
         calibration = Inputs.synthetic(fp32, n=16, seed=1)
     else:
-        clips = per_class(train_clips, args.calibration_per_class)
+        clips = per_class(train_clips, config.calibration_per_class)
         calibration = Inputs.from_clips(fp32, clips, f"{len(clips)} training clips, "
-                                                     f"{args.calibration_per_class} per class")
+                                                     f"{config.calibration_per_class} per class")
     with staged(path) as tmp:
         try:
-            settings = quantize_int8(args.out, tmp, calibration.x, args.calibration_method, args.int8_activations,
-                                     fp32_convs=args.int8_fp32_convs)
+            settings = quantize_int8(config.out, tmp, calibration.x, config.calibration_method, config.int8_activations,
+                                     fp32_convs=config.int8_fp32_convs)
         except TooManyFp32Convs as err:
             raise ExportError(f"--int8-fp32-convs: {err}") from None
         proto = onnx.load_model(str(tmp))
         set_metadata(proto, run.metadata(precision="int8"))
         save_onnx(proto, tmp)
-        int8_logits = logits_onnx(Classifier(tmp, max(args.threads)).session, data.x)
+        int8_logits = logits_onnx(Classifier(tmp, max(config.threads)).session, data.x)
         fp32_accuracy, int8_accuracy = report["fp32"]["test_accuracy"], accuracy(int8_logits, data.targets)
         # rounded: accuracies are multiples of 1/clips, and 0.5975 - 0.5875 must count as 1.0 point, not 1.0000001
         drop = None if int8_accuracy is None else round(100 * (fp32_accuracy - int8_accuracy), 6)
         result = {"path": str(path), "bytes": tmp.stat().st_size, "quantisation": settings,
                   "calibration_data": calibration.source, "parity_vs_fp32": compare(fp32_logits, int8_logits),
                   "test_accuracy": int8_accuracy, "accuracy_drop_points": drop,
-                  "max_accuracy_drop_points": args.max_int8_drop}
-        if drop is not None and drop > args.max_int8_drop:
+                  "max_accuracy_drop_points": config.max_int8_drop}
+        if drop is not None and drop > config.max_int8_drop:
             report["passed"] = False
             report["int8"] = result
             path.unlink(missing_ok=True)  # an int8 file from an earlier export no longer matches the fp32 one
             raise VerificationError(f"{path}: int8 test accuracy {int8_accuracy:.1%} is {drop:.1f} points below "
-                                    f"fp32 (limit {args.max_int8_drop}); not written", report)
+                                    f"fp32 (limit {config.max_int8_drop}); not written", report)
     return result
 
 
@@ -346,7 +366,8 @@ def thread_counts(text: str) -> list:
     return counts
 
 
-def parse_args(argv):
+def parse_args(argv) -> ExportConfig:
+    d = ExportConfig(run_dir=Path(), out=Path(), argv=())
     p = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="training run folder holding best.pt and metrics.json")
     p.add_argument("--out", type=Path, help="ONNX file to write (default: RUN_DIR/model.onnx); the report goes "
@@ -355,35 +376,33 @@ def parse_args(argv):
     p.add_argument("--data", type=Path, help="ESC-50 folder for verification (default: the run's data_dir, "
                    "then $ESC50_DIR; synthetic inputs when there is none)")
     p.add_argument("--max-clips", type=int, help="verify on the first N test clips only (default: all)")
-    p.add_argument("--atol", type=float, default=1e-3, help="largest |logit difference| ONNX vs PyTorch")
-    p.add_argument("--calibration-per-class", type=int, default=2,
+    p.add_argument("--atol", type=float, default=d.atol, help="largest |logit difference| ONNX vs PyTorch")
+    p.add_argument("--calibration-per-class", type=int, default=d.calibration_per_class,
                    help="training-fold clips per class that calibrate the int8 ranges")
-    p.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
-    p.add_argument("--int8-activations", choices=("uint8", "int8"), default="uint8",
+    p.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default=d.calibration_method)
+    p.add_argument("--int8-activations", choices=("uint8", "int8"), default=d.int8_activations,
                    help="activation type (uint8 suits x86, int8 suits ARM)")
-    p.add_argument("--int8-fp32-convs", type=int, default=0, metavar="N",
+    p.add_argument("--int8-fp32-convs", type=int, default=d.int8_fp32_convs, metavar="N",
                    help="keep the first N convolutions in fp32 (AudioNet: 1, its raw-waveform input layer)")
-    p.add_argument("--max-int8-drop", type=float, default=1.0,
+    p.add_argument("--max-int8-drop", type=float, default=d.max_int8_drop,
                    help="largest test accuracy drop int8 vs fp32, in percentage points")
     p.add_argument("--threads", type=thread_counts, default=sorted({1, os.cpu_count() or 1}),
                    help="comma-separated onnxruntime thread counts to time with (default: 1 and all CPUs)")
-    p.add_argument("--latency-repeats", type=int, default=50, help="timed calls per model")
+    p.add_argument("--latency-repeats", type=int, default=d.latency_repeats, help="timed calls per model")
     args = p.parse_args(argv)
-    if args.out is None:
-        args.out = args.run_dir / "model.onnx"
-    if args.out.suffix != ".onnx":
-        p.error(f"--out {args.out}: the file name must end in .onnx")
+    out = args.out or args.run_dir / "model.onnx"
+    if out.suffix != ".onnx":
+        p.error(f"--out {out}: the file name must end in .onnx")
     if args.int8_fp32_convs < 0:
         p.error(f"--int8-fp32-convs {args.int8_fp32_convs}: must be 0 or more")
-    args.argv = list(argv)
-    return args
+    return ExportConfig(**{**vars(args), "out": out, "argv": tuple(argv), "threads": tuple(args.threads)})
 
 
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    report_path = args.out.with_suffix(".report.json")
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    report_path = config.out.with_suffix(".report.json")
     try:
-        report = export(args)
+        report = export(config)
     except (ExportError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
