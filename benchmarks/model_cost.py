@@ -26,7 +26,9 @@ RESULT = Path(__file__).resolve().parent / "results" / "model_cost.json"
 def recipes() -> dict:
     """name -> (model name, keyword arguments, shape of one window's input)."""
     return {
-        "audionet": ("audionet", {}, (1, int(audionet.INPUT_RATE * audionet.CLIP_SECONDS))),
+        "audionet": ("audionet", {"depth": audionet.DEPTH, "sample_rate": audionet.INPUT_RATE,
+                                  "pooling": audionet.POOLING},
+                     (1, int(audionet.INPUT_RATE * audionet.CLIP_SECONDS))),
         "melcnn": ("melcnn", {}, melcnn.FRONTEND.image_shape),
         "resnet50": ("resnet50", {"weights": None}, FrontEnd().image_shape),
     }
