@@ -10,7 +10,9 @@ import torch
 import export.to_onnx as to_onnx
 from edge.classifier import Classifier
 from edge.metadata import LOG_MEL_IMAGE
+from train import crop_averaging
 from train.augment import RecordingConditions
+from train.crop_averaging import crop_average
 from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, build_augment, build_parser,
                           widths_arg)
 from train.models import build_model
@@ -125,10 +127,10 @@ def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off(
         configure(["--conditions", "1.5"])
 
 
-def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50):
+def untrained_run(run: Path) -> Path:
+    """A MelCNN run folder as the engine writes it (best.pt, metrics.json), with untrained weights."""
     torch.manual_seed(0)
     kwargs = {"n_classes": len(CLASSES), "widths": [4, 8], "dropout": 0.3, "pooling": "mean+max", "in_channels": 1}
-    run = tmp_path / "melcnn-book-seed0"
     run.mkdir()
     spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
             "frontend": FRONTEND.to_json()}
@@ -136,6 +138,26 @@ def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_
                 "classes": CLASSES, "input": spec, "epoch": 1, "valid_accuracy": 0.5}, run / "best.pt")
     (run / "metrics.json").write_text(json.dumps({"model": "melcnn", "split": "book", "seed": 0,
                                                   "commit": "abc", "test_accuracy": 0.5}))
+    return run
+
+
+def test_crop_averaging_averages_evenly_spaced_crops_and_reports_every_variant(tmp_path, fake_esc50):
+    model = MelCNN(n_classes=3, widths=(4,)).eval()
+    images = torch.randn(2, 1, 64, 216)
+    with torch.no_grad():
+        expected = torch.stack([model(images[..., s:s + 108]).softmax(-1) for s in (0, 54, 108)]).mean(0)
+    assert torch.allclose(crop_average(model, images, 108, 3), expected, atol=1e-6)
+    run, out = untrained_run(tmp_path / "melcnn-book-seed0"), tmp_path / "crops.json"
+    assert crop_averaging.main([str(run), "--data", str(fake_esc50), "--cache-dir", str(tmp_path / "cache"),
+                                "--folds", "4,5", "--out", str(out)]) == 0
+    accuracy = json.loads(out.read_text())["accuracy"]
+    assert set(accuracy) == {"fold 4", "fold 5"}
+    assert len(accuracy["fold 4"]) == 1 + 2 * len(crop_averaging.VARIANTS)
+    assert all(value in (0.0, 0.5, 1.0) for value in accuracy["fold 5"].values())  # two clips per fold
+
+
+def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50):
+    run = untrained_run(tmp_path / "melcnn-book-seed0")
     assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
     report = json.loads((run / "model.report.json").read_text())
     assert report["passed"] and report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] <= 1e-4
