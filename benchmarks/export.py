@@ -41,8 +41,8 @@ STATIC = {  # variant name: quantize_int8 keyword arguments (the first is export
 }
 VARIANTS = {"audionet": list(STATIC), "resnet50": ["static_qdq_u8act_per_channel"]}
 FRESH = {  # model name: (model_kwargs, input spec) of the freshly initialised stand-in for a run
-    "audionet": ({"n_classes": 50, "depth": 11},
-                 {"kind": WAVEFORM, "sample_rate": 8000, "clip_seconds": 5.0, "frontend": None}),
+    "audionet": ({"n_classes": 50, "depth": 11, "sample_rate": 16000, "pooling": "mean+max"},  # the recipe's
+                 {"kind": WAVEFORM, "sample_rate": 16000, "clip_seconds": 5.0, "frontend": None}),
     "resnet50": ({"n_classes": 50, "weights": None},
                  {"kind": LOG_MEL_IMAGE, "sample_rate": FrontEnd().sample_rate, "clip_seconds": 5.0,
                   "frontend": FrontEnd().to_json()}),
