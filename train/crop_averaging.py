@@ -17,8 +17,10 @@ import torch
 
 from edge.atomic import write_json
 from edge.frontend import FrontEnd
+from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.engine import load_best
+from train.ensemble import fold_set
 from train.models import model_from_checkpoint
 
 # (crop length in frames, crops per window): 2.5 s (the training crops) and 3.5 s, evenly spaced.
@@ -59,17 +61,17 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     args = parser.parse_args(argv)
     checkpoint = load_best(args.run)
-    if checkpoint["input"]["kind"] != "log_mel_image":
+    if checkpoint["input"]["kind"] != LOG_MEL_IMAGE:
         print(f"error: {args.run}: not a log-mel model", file=sys.stderr)
         return 2
     frontend = FrontEnd.from_json(checkpoint["input"]["frontend"])
     model = model_from_checkpoint(checkpoint)
-    log_mels, clips = load_log_mels(args.data, frontend, args.cache_dir, progress=False)
+    log_mels, _ = load_log_mels(args.data, frontend, args.cache_dir, progress=False)
     results = {}
     for fold in (int(f) for f in args.folds.split(",")):
-        index = [i for i, c in enumerate(clips) if c.fold == fold]
-        images = torch.from_numpy(np.stack([frontend.image(np.asarray(log_mels[i])) for i in index]))
-        results[f"fold {fold}"] = compare(model, images, np.array([clips[i].target for i in index]))
+        dataset = fold_set(checkpoint, args.data, fold, log_mels)
+        images = torch.stack([image for image, _ in dataset])
+        results[f"fold {fold}"] = compare(model, images, dataset.targets.numpy())
         print(fold, results[f"fold {fold}"], flush=True)
     write_json({"run": args.run.name, "command": "python -m train.crop_averaging " + " ".join(argv or sys.argv[1:]),
                 "frames_per_window": int(frontend.image_shape[-1]), "accuracy": results}, args.out)

@@ -23,15 +23,14 @@ def run_split(run_dir) -> str:
     return json.loads(path.read_text())["split"]
 
 
-def test_set(checkpoint: dict, data_dir, split_name: str, log_mels=None):
-    """The test fold of ``split_name`` as the checkpoint's model expects it (waveforms or log-mel images).
+def fold_set(checkpoint: dict, data_dir, fold: int, log_mels=None):
+    """The clips of ``fold`` as the checkpoint's model expects them (waveforms or log-mel images).
 
     ``log_mels`` (the cached array in read_clips() order) avoids loading the cache again.
     """
     from train.datasets import LogMelImages, WaveformClips
 
     clips = read_clips(data_dir)
-    fold = parse_splits(split_name)[0].test_fold
     index = [i for i, c in enumerate(clips) if c.fold == fold]
     spec = checkpoint["input"]
     if spec["kind"] == WAVEFORM:
@@ -52,7 +51,7 @@ def probabilities(run_dir, data_dir, device="auto", batch_size: int = 32, log_me
     device = resolve_device(device)
     checkpoint = load_best(run_dir)
     model = model_from_checkpoint(checkpoint).to(device)
-    dataset = test_set(checkpoint, data_dir, run_split(run_dir), log_mels)
+    dataset = fold_set(checkpoint, data_dir, parse_splits(run_split(run_dir))[0].test_fold, log_mels)
     probs, targets = [], []
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
         probs.append(model(x.to(device)).float().softmax(1).cpu())
