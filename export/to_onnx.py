@@ -247,7 +247,7 @@ class ExportConfig:
     int8_activations: str = "uint8"
     int8_fp32_convs: int = 0
     max_int8_drop: float = 1.0
-    threads: tuple = (1,)
+    threads: tuple = tuple(sorted({1, os.cpu_count() or 1}))  # 1 and all CPUs
     latency_repeats: int = 50
 
 
@@ -386,7 +386,7 @@ def parse_args(argv) -> ExportConfig:
                    help="keep the first N convolutions in fp32 (AudioNet: 1, its raw-waveform input layer)")
     p.add_argument("--max-int8-drop", type=float, default=d.max_int8_drop,
                    help="largest test accuracy drop int8 vs fp32, in percentage points")
-    p.add_argument("--threads", type=thread_counts, default=sorted({1, os.cpu_count() or 1}),
+    p.add_argument("--threads", type=thread_counts, default=d.threads,
                    help="comma-separated onnxruntime thread counts to time with (default: 1 and all CPUs)")
     p.add_argument("--latency-repeats", type=int, default=d.latency_repeats, help="timed calls per model")
     args = p.parse_args(argv)

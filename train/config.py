@@ -56,7 +56,7 @@ class TrainingConfig:
 
     @property
     def run_seeds(self) -> tuple:
-        return tuple(self.seeds) if self.seeds else (self.seed,)
+        return self.seeds or (self.seed,)
 
     @classmethod
     def from_args(cls, namespace: argparse.Namespace):

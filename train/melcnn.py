@@ -35,8 +35,9 @@ from train.specaugment import spec_augment
 
 # One grey channel: the dB image scaled to [0, 1] (0 = top_db below the window's peak), then centred.
 FRONTEND = FrontEnd(n_mels=64, channels=1, mean=(0.5,), std=(0.25,))
-WIDTHS = (24, 48, 96, 192)
 POOLINGS = ("mean", "mean+max")
+# The recipe's network, the defaults of both MelCNN and MelCNNConfig.
+WIDTHS, DROPOUT, POOLING = (24, 48, 96, 192), 0.3, "mean+max"
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,8 @@ class MelCNNConfig(TrainingConfig):
     mixup_alpha: float = 1.0  # Beta(1, 1): a uniform share, as between-class learning draws it
     ema: float = 0.999
     widths: tuple = WIDTHS
-    dropout: float = 0.3
-    pooling: str = "mean+max"
+    dropout: float = DROPOUT
+    pooling: str = POOLING
     crop_seconds: float = 2.5
     specaugment: bool = True
     specaugment_p: float = 0.5
@@ -82,8 +83,8 @@ class MelCNN(nn.Module):
     tested on whole windows.
     """
 
-    def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = 0.3,
-                 pooling: str = "mean+max", in_channels: int = 1):
+    def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = DROPOUT,
+                 pooling: str = POOLING, in_channels: int = 1):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")

@@ -35,6 +35,7 @@ from train.specaugment import spec_augment
 IMAGENET_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
 FEATURES = 2048
 HIDDEN = 500
+DROPOUT = 0.5  # the book's head; the default of both SpecResNet50 and ResNetConfig
 
 # Parameter groups of stage 2, fastest first: (name, backbone children in it).
 EARLY_BLOCKS = ("conv1", "bn1", "layer1", "layer2")
@@ -52,7 +53,7 @@ class SpecResNet50(nn.Module):
     a path to a torchvision ResNet-50 state dict, or ``None`` (random initialisation).
     """
 
-    def __init__(self, n_classes: int = 50, weights="imagenet", dropout: float = 0.5):
+    def __init__(self, n_classes: int = 50, weights="imagenet", dropout: float = DROPOUT):
         super().__init__()
         self.backbone = resnet50(weights=None)
         self.backbone.fc = nn.Identity()
@@ -151,7 +152,7 @@ class ResNetConfig(TrainingConfig):
     lr_late: float = 1e-4
     lr_early: float = 1e-8
     head_only: bool = False
-    dropout: float = 0.5
+    dropout: float = DROPOUT
     specaugment: bool = True
     freq_mask: int = 24
     time_mask: int = 32
