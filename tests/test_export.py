@@ -182,6 +182,20 @@ def test_int8_has_the_metadata_and_runs(tmp_path, fake_esc50):
     fp32_ms = json.loads((run / "model.report.json").read_text())["fp32"]["latency_ms"]["1"]
     assert report["speedup_vs_fp32"]["1"] == pytest.approx(fp32_ms / report["latency_ms"]["1"])
     assert report["targets"]["accuracy_met"] is True and report["targets"]["min_speedup"] == 1.5
+    assert report["gate"]["clips"] == "ESC-50 validation fold 4 (2 clips)"
+    assert report["test_accuracy_drop_points"] == pytest.approx(100 * (
+        json.loads((run / "model.report.json").read_text())["fp32"]["test_accuracy"] - report["test_accuracy"]))
+
+
+@pytest.mark.parametrize("split, gate_folds", [("book", {4}), ("cv5", {2, 3, 4})])
+def test_int8_gate_never_sees_the_test_fold(tmp_path, fake_esc50, split, gate_folds):
+    """The int8 settings pass or fail on the validation fold (cv splits: training clips not used to calibrate);
+    the test fold is only reported."""
+    run = to_onnx.Run.load(make_run(tmp_path / "run", "audionet", AudioNet(n_classes=2, depth=5), {}, {},
+                                    split=split))
+    clips = to_onnx.dataset_clips(run, fake_esc50, calibration_per_class=1)
+    assert {c.fold for c in clips.test} == {5} and {c.fold for c in clips.calibration} == {1}  # first per class
+    assert {c.fold for c in clips.gate} == gate_folds and not set(clips.calibration) & set(clips.gate)
 
 
 def test_dynamic_int8_quantises_the_convolutions(audionet_export, tmp_path):
