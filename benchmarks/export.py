@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -29,8 +30,8 @@ from edge.frontend import FrontEnd
 from edge.metadata import LOG_MEL_IMAGE, WAVEFORM
 from export.latency import latency_table, machine
 from export.quantize import quantize_dynamic_int8, quantize_int8
-from export.to_onnx import (Inputs, Run, accuracy, compare, dataset_clips, logits_onnx, logits_torch,
-                            per_class, save_onnx, thread_counts, to_onnx)
+from export.to_onnx import (Inputs, Run, accuracy, compare, dataset_clips, logits_onnx, logits_torch, save_onnx,
+                            thread_counts, to_onnx)
 
 RESULT = REPO / "benchmarks" / "results" / "export.json"
 STATIC = {  # variant name: quantize_int8 keyword arguments (the first is export.to_onnx's default)
@@ -65,13 +66,12 @@ def fresh_run(name: str) -> Run:
 
 def model_inputs(run: Run, classifier: Classifier, data, trained: bool, max_clips: int | None):
     """(evaluation inputs, calibration inputs): ESC-50 test fold / training clips, else synthetic noise."""
-    test, train, folder = dataset_clips(run, data)
-    if test is None:
+    clips = dataset_clips(run, data, calibration_per_class=2 if trained else 1)
+    if clips is None:
         return Inputs.synthetic(classifier, 16, seed=0), Inputs.synthetic(classifier, 16, seed=1)
-    test = test[:max_clips if trained else 32]  # accuracy of untrained weights means nothing
-    calibration = per_class(train, 2 if trained else 1)
-    return (Inputs.from_clips(classifier, test, f"ESC-50 test fold of {folder} ({len(test)} clips)"),
-            Inputs.from_clips(classifier, calibration, f"{len(calibration)} training clips"))
+    test = clips.test[:max_clips if trained else 32]  # accuracy of untrained weights means nothing
+    return (Inputs.from_clips(classifier, test, f"ESC-50 test fold of {clips.folder} ({len(test)} clips)"),
+            Inputs.from_clips(classifier, clips.calibration, f"{len(clips.calibration)} training clips"))
 
 
 def ort_operators(path: Path, folder: Path) -> dict:
@@ -87,8 +87,23 @@ def ort_operators(path: Path, folder: Path) -> dict:
     return dict(Counter(node.op_type for node in onnx.load(str(optimised)).graph.node).most_common())
 
 
-def benchmark_model(name: str, run_dir, args, folder: Path) -> dict:
+@dataclass(frozen=True)
+class Settings:
+    """What ``python -m benchmarks.export`` was asked to measure; built once by :func:`parse_args`."""
+
+    runs: dict  # model name: run folder, or None for freshly initialised weights
+    models: tuple
+    data: Path | None
+    max_clips: int | None
+    threads: tuple
+    repeats: dict  # model name: timed calls per variant
+    out: Path
+    command: str
+
+
+def benchmark_model(name: str, args: Settings, folder: Path) -> dict:
     """Export ``name`` (run or fresh), quantise it every way, and measure every variant."""
+    run_dir = args.runs[name]
     run = fresh_run(name) if run_dir is None else Run.load(run_dir)
     trained = run_dir is not None
     model = run.build_model()
@@ -121,7 +136,7 @@ def benchmark_model(name: str, run_dir, args, folder: Path) -> dict:
             "variants": variants}
 
 
-def parse_args(argv):
+def parse_args(argv) -> Settings:
     p = argparse.ArgumentParser(prog="python -m benchmarks.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--audionet-run", type=Path, help="AudioNet run folder (default: fresh weights)")
     p.add_argument("--resnet-run", type=Path, help="ResNet-50 run folder (default: fresh weights)")
@@ -133,12 +148,14 @@ def parse_args(argv):
     p.add_argument("--models", default="audionet,resnet50", help="comma-separated subset to run")
     p.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args(argv)
-    unknown = set(args.models.split(",")) - set(VARIANTS)
+    models = tuple(args.models.split(","))
+    unknown = set(models) - set(VARIANTS)
     if unknown:
         p.error(f"--models: unknown {sorted(unknown)}; choose from {sorted(VARIANTS)}")
-    args.repeats = {"audionet": args.audionet_repeats, "resnet50": args.resnet_repeats}
-    args.argv = list(argv)
-    return args
+    return Settings(runs={"audionet": args.audionet_run, "resnet50": args.resnet_run}, models=models,
+                    data=args.data, max_clips=args.max_clips, threads=tuple(args.threads),
+                    repeats={"audionet": args.audionet_repeats, "resnet50": args.resnet_repeats}, out=args.out,
+                    command=" ".join(["python -m benchmarks.export", *argv]))
 
 
 def main(argv=None) -> int:
@@ -146,7 +163,6 @@ def main(argv=None) -> int:
     import torch
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    runs = {"audionet": args.audionet_run, "resnet50": args.resnet_run}
     result = {"machine": machine(), "versions": {"torch": torch.__version__, "onnx": onnx.__version__},
               "latency": "median ms per window, batch 1, onnxruntime CPU, a model's variants in turns of 10 calls",
               "models": {}}
@@ -154,12 +170,11 @@ def main(argv=None) -> int:
         earlier = json.loads(args.out.read_text())
         if earlier.get("machine", {}).get("cpu") == result["machine"]["cpu"]:
             result["models"] = earlier.get("models", {})
-    command = " ".join(["python -m benchmarks.export", *args.argv])
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
+        for name in args.models:
             print(f"benchmarking {name} ...", file=sys.stderr)
-            result["models"][name] = {"command": command, "threads": args.threads,
-                                      **benchmark_model(name, runs[name], args, Path(tmp))}
+            result["models"][name] = {"command": args.command, "threads": args.threads,
+                                      **benchmark_model(name, args, Path(tmp))}
     write_json(result, args.out)
     print(json.dumps(result, indent=2))
     return 0

@@ -57,3 +57,19 @@ def test_edge_benchmark_times_the_front_end_and_inference_of_each_shipped_model(
             assert {"frontend", "inference", "window"} <= set(parts) and parts["window"]["repeats"] == 3
             assert 0 < parts["frontend"]["median_ms"] and 0 < parts["inference"]["median_ms"]
         assert entry["listener_peak_rss_mb"] > 10 and entry["target"]["limit_ms"] == 10.0
+
+
+def test_export_benchmark_measures_every_int8_variant(fake_esc50, tmp_path):
+    """benchmarks/export.py on fresh AudioNet weights: each variant's size, latency and operators, no accuracy."""
+    import benchmarks.export as export_bench
+
+    out = tmp_path / "export.json"
+    assert export_bench.main(["--models", "audionet", "--data", str(fake_esc50), "--threads", "1",
+                              "--audionet-repeats", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())["models"]["audionet"]
+    assert set(report["variants"]) == {"fp32", *export_bench.STATIC, "dynamic"} and not report["trained"]
+    assert report["calibration_data"] == "2 training clips" and "test fold" in report["evaluation_data"]
+    for name, variant in report["variants"].items():
+        assert variant["test_accuracy"] is None and variant["latency_ms"]["1"] > 0 and variant["bytes"] > 0
+        expected = "ConvInteger" if name == "dynamic" else "QLinearConv" if name != "fp32" else "FusedConv"
+        assert expected in variant["onnxruntime_operators"], (name, variant["onnxruntime_operators"])
