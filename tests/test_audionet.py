@@ -68,7 +68,7 @@ def test_the_configuration_is_frozen_and_refuses_bad_settings():
     config = configure([])
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.epochs = 1
-    for bad in ({"crop_seconds": -1.0}, {"depth": 7}, {"sample_rate": 22050}, {"mix": "cutmix"}):
+    for bad in ({"crop_seconds": -1.0}, {"augment_p": 1.5}, {"depth": 7}, {"sample_rate": 22050}, {"mix": "cutmix"}):
         with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
             AudioNetConfig(**bad)
 

@@ -123,8 +123,10 @@ def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off(
     assert isinstance(build_augment(configure(["--no-specaugment"]), FRONTEND), RandomTimeCrop)
     with pytest.raises(ValueError, match="--crop-seconds"):
         configure(["--crop-seconds", "-1"])
-    with pytest.raises(ValueError, match="--conditions"):
+    with pytest.raises(ValueError, match="--conditions must be between 0 and 1, not 1.5"):
         configure(["--conditions", "1.5"])
+    with pytest.raises(ValueError, match="--specaugment-p"):
+        configure(["--specaugment-p", "-0.1"])
 
 
 def untrained_run(run: Path) -> Path:

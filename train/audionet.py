@@ -17,7 +17,7 @@ from train.augment import add_augment_args, build_augment, build_mix
 from train.data.esc50 import class_names, read_clips
 from train.datasets import WaveformClips
 from train.engine import seed_everything
-from train.config import TrainingConfig, add_common_args
+from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
 
 SAMPLE_RATE = 8000  # the paper's and the book's rate; the first layer is defined at this rate
@@ -54,8 +54,8 @@ class AudioNetConfig(TrainingConfig):
         first_layer_scale(self.sample_rate)
         if self.depth not in VARIANTS:
             raise ValueError(f"--depth must be one of {sorted(VARIANTS)}, not {self.depth!r}")
-        if self.crop_seconds < 0:
-            raise ValueError(f"--crop-seconds must be >= 0, not {self.crop_seconds}")
+        check_range("--crop-seconds", self.crop_seconds, 0)
+        check_range("--augment-p", self.augment_p, 0, 1)
 
 
 # depth -> (first-layer channels, [(channels, conv layers) per stage]), Table 1 of Dai et al.

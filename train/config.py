@@ -90,6 +90,13 @@ class TrainingConfig:
         return dataclasses.asdict(self)
 
 
+def check_range(flag: str, value: float, low: float, high: float = float("inf")):
+    """ValueError naming the flag unless ``low <= value <= high``: settings are checked once, in the config."""
+    if not low <= value <= high:
+        bounds = f"between {low:g} and {high:g}" if high != float("inf") else f">= {low:g}"
+        raise ValueError(f"{flag} must be {bounds}, not {value}")
+
+
 def seeds_arg(text: str) -> tuple:
     """``--seeds 0,1,2``: integers separated by commas."""
     try:

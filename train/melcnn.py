@@ -28,7 +28,7 @@ from train.data.cache import load_log_mels
 from train.data.esc50 import class_names
 from train.datasets import LogMelImages
 from train.engine import seed_everything
-from train.config import TrainingConfig, add_common_args
+from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
 from train.augment import RecordingConditions, build_mix
 from train.specaugment import spec_augment
@@ -62,10 +62,9 @@ class MelCNNConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.crop_seconds < 0:
-            raise ValueError(f"--crop-seconds must be >= 0, not {self.crop_seconds}")
-        if not 0 <= self.conditions <= 1:
-            raise ValueError(f"--conditions must be a probability, not {self.conditions}")
+        check_range("--crop-seconds", self.crop_seconds, 0)
+        check_range("--specaugment-p", self.specaugment_p, 0, 1)
+        check_range("--conditions", self.conditions, 0, 1)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
