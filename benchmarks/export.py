@@ -21,9 +21,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-
-REPO = Path(__file__).resolve().parents[1]
-
 from edge.atomic import write_json
 from edge.classifier import Classifier
 from edge.frontend import FrontEnd
@@ -33,7 +30,7 @@ from export.quantize import quantize_dynamic_int8, quantize_int8
 from export.to_onnx import (Inputs, Run, accuracy, compare, dataset_clips, logits_onnx, logits_torch, save_onnx,
                             thread_counts, to_onnx)
 
-RESULT = REPO / "benchmarks" / "results" / "export.json"
+RESULT = Path(__file__).resolve().parent / "results" / "export.json"
 STATIC = {  # variant name: quantize_int8 keyword arguments (the first is export.to_onnx's default)
     "static_qdq_u8act_per_channel": {},
     "static_qdq_s8act_per_channel": {"activations": "int8"},
