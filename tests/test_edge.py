@@ -328,6 +328,19 @@ def test_default_model_prefers_melcnn_int8_then_audionet_int8(tone_models, tmp_p
     assert code == 0 and window["label"] == "low_tone" and window["frontend_ms"] is not None
 
 
+def test_the_quick_start_labels_every_bundled_example_with_the_shipped_melcnn(capsys):
+    """The README's main command: no --model means the shipped MelCNN int8, and each example clip (fold 5,
+    named <class>-<ESC-50 file>) gets its own class."""
+    examples = listen.MODELS_DIR.parent / "examples"
+    assert default_model() == listen.MODELS_DIR / "melcnn-int8.onnx"
+    assert Classifier(default_model()).meta["model_name"] == "melcnn"
+    code, windows, err = listen_json(capsys, "--file", examples)
+    assert code == 0, err
+    expected = {clip.name: clip.name.split("-")[0] for clip in examples.glob("*.ogg")}
+    assert len(expected) == 3
+    assert {Path(w["file"]).name: w["label"] for w in windows} == expected
+
+
 def test_two_models_are_averaged_on_each_window(tone_models, tmp_path, capsys):
     clip = write_clip(tmp_path / "high.wav", HIGH_HZ)
     singles = [listen_json(capsys, "--model", m, "--file", clip, "--top-k", "3")[1][0] for m in tone_models.values()]
