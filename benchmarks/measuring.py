@@ -35,10 +35,11 @@ def training_processes() -> list:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            cmd = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
             state = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
+        cmd = " ".join([Path(argv[0]).name, *argv[1:]]).strip()  # the interpreter's name, not its host path
         if any(f"train.{recipe}" in cmd for recipe in ("audionet", "melcnn", "resnet")):
-            found.append({"pid": int(cmdline.parent.name), "state": state, "command": cmd.strip()[:120]})
+            found.append({"pid": int(cmdline.parent.name), "state": state, "command": cmd[:120]})
     return found

@@ -1,10 +1,13 @@
 """benchmarks/training_speed.py: its synthetic ESC-50 and the JSON it writes from a real (tiny) run."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import benchmarks.training_speed as training_speed
+from benchmarks.measuring import training_processes
 from train.data.esc50 import read_clips
 
 
@@ -73,3 +76,15 @@ def test_export_benchmark_measures_every_int8_variant(fake_esc50, tmp_path):
         assert variant["test_accuracy"] is None and variant["latency_ms"]["1"] > 0 and variant["bytes"] > 0
         expected = "ConvInteger" if name == "dynamic" else "QLinearConv" if name != "fp32" else "FusedConv"
         assert expected in variant["onnxruntime_operators"], (name, variant["onnxruntime_operators"])
+
+
+def test_training_processes_are_found_and_named_without_the_interpreter_path():
+    """Benchmarks record them in committed JSON: the command names the interpreter, not where it lives."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "train.melcnn", "--seeds", "7"])
+    try:
+        [found] = [p for p in training_processes() if p["pid"] == sleeper.pid]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert found["command"].split()[0] == Path(sys.executable).name
+    assert found["command"].endswith("train.melcnn --seeds 7") and found["state"] in "RSD"
