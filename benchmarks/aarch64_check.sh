@@ -65,9 +65,10 @@ arch=$(in_root uname -m)
 versions=$(in_root /check/venv/bin/python -c 'import importlib.metadata as m, json, platform; print(json.dumps({"python": platform.python_version(), **{p: m.version(p) for p in ("numpy", "onnxruntime", "sounddevice", "soundfile", "soxr")}}))')
 
 cd "$repo" && "$python" - "$arch" "$versions" "$model" "$audio" "$boot_s" $((t2 - t1)) $((t3 - t2)) "$out" <<'PY'
-import json, os, sys
+import hashlib, json, os, sys
 from edge.atomic import write_json
 arch, versions, model, audio, boot_s, install_s, classify_s, out = sys.argv[1:]
+model_sha256 = hashlib.sha256(open(model, "rb").read()).hexdigest()  # which file was checked, when names stay
 model, audio = (os.path.relpath(p) if not os.path.relpath(p).startswith("..") else os.path.basename(p)
                 for p in (model, audio))  # no host folders in the committed result
 windows = [json.loads(line) for line in open(out)]
@@ -76,7 +77,7 @@ for w in windows:
     labels.setdefault(os.path.basename(w.get("file", audio)), []).append(w["label"])
 write_json({"what": "edge extra installed and --file classification run in a Debian bookworm arm64 chroot "
                     "under qemu-user-static (emulated; timings are not Raspberry Pi speed)",
-            "uname_m": arch, "packages": json.loads(versions), "model": model, "audio": audio,
+            "uname_m": arch, "packages": json.loads(versions), "model": model, "model_sha256": model_sha256, "audio": audio,
             "debootstrap_s": json.loads(boot_s), "pip_install_s": int(install_s),
             "classify_s_emulated": int(classify_s),
             "windows": len(windows), "labels_per_file": labels}, "benchmarks/results/aarch64.json")
