@@ -1,4 +1,7 @@
-"""The README and docs/ as a reader meets them: every relative link leads to a file of the checkout."""
+"""The README and docs/ as a reader meets them: every relative link leads to a file of the checkout, and the
+result files behind the edge numbers describe the models that are shipped."""
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -24,3 +27,16 @@ def test_every_relative_link_resolves(document):
 def test_the_link_finder_sees_links_and_images_but_not_urls():
     text = "[a](docs/x.md#part) ![b](img.png) [c](https://example.org/y) [d](#local)"
     assert relative_links(text) == ["docs/x.md", "img.png"]
+
+
+@pytest.mark.parametrize("name", ["melcnn", "audionet"])
+def test_the_edge_results_describe_the_shipped_model_files(name):
+    """Replacing a shipped model without rerunning its export report, benchmarks.edge and the aarch64
+    check would leave the README quoting another model's numbers."""
+    shipped = REPO / "edge" / "models" / f"{name}-int8.onnx"
+    report = json.loads((REPO / "edge" / "models" / f"{name}.report.json").read_text())
+    edge = json.loads((REPO / "benchmarks" / "results" / "edge.json").read_text())["models"][f"{name}-int8"]
+    assert report["int8"]["bytes"] == edge["bytes"] == shipped.stat().st_size
+    aarch64 = json.loads((REPO / "benchmarks" / "results" / "aarch64.json").read_text())
+    if aarch64["model"] == shipped.relative_to(REPO).as_posix():
+        assert aarch64["model_sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
