@@ -10,7 +10,7 @@ import torch
 import export.to_onnx as to_onnx
 from edge.classifier import Classifier
 from edge.metadata import LOG_MEL_IMAGE
-from train import crop_averaging
+from train import crop_averaging, weight_average
 from train.augment import RecordingConditions
 from train.crop_averaging import crop_average
 from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, build_augment, build_parser,
@@ -156,6 +156,29 @@ def test_crop_averaging_averages_evenly_spaced_crops_and_reports_every_variant(t
     assert set(accuracy) == {"fold 4", "fold 5"}
     assert len(accuracy["fold 4"]) == 1 + 2 * len(crop_averaging.VARIANTS)
     assert all(value in (0.0, 0.5, 1.0) for value in accuracy["fold 5"].values())  # two clips per fold
+
+
+def test_weight_average_scores_the_raw_and_the_averaged_final_weights_of_each_run(tmp_path, fake_esc50):
+    run = untrained_run(tmp_path / "melcnn-book-seed0")
+    out, cache = tmp_path / "ema.json", str(tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        weight_average.main([str(run), "--data", str(fake_esc50), "--cache-dir", cache, "--out", str(out)])
+    raw = torch.load(run / "best.pt", weights_only=False)["state_dict"]
+    raw["classifier.weight"] = torch.zeros_like(raw["classifier.weight"])
+    raw["classifier.bias"] = torch.tensor([5.0, 0.0])  # always low_tone, sure of it
+    ema = {**raw, "classifier.bias": torch.zeros(2)}   # never sure: p = 1/2 for both classes
+    torch.save({"model": raw, "ema": None}, run / "last.pt")
+    with pytest.raises(ValueError, match="without --ema"):
+        weight_average.main([str(run), "--data", str(fake_esc50), "--cache-dir", cache, "--out", str(out)])
+    torch.save({"model": raw, "ema": {"state_dict": ema, "updates": 10}}, run / "last.pt")
+    assert weight_average.main([str(run), "--data", str(fake_esc50), "--cache-dir", cache,
+                                "--folds", "4,5", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    fold5 = result["runs"]["melcnn-book-seed0"]["fold 5"]  # one low_tone and one high_tone clip
+    sure = -np.log(1 / (1 + np.exp(-5.0)))
+    assert fold5["raw"]["accuracy"] == 0.5 and fold5["raw"]["cross_entropy"] == pytest.approx((sure + sure + 5) / 2)
+    assert fold5["ema"]["cross_entropy"] == pytest.approx(np.log(2))
+    assert set(result["mean_accuracy"]) == {"fold 4", "fold 5"}
 
 
 def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50):
