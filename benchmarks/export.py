@@ -21,11 +21,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.measuring import machine
 from edge.atomic import write_json
 from edge.classifier import Classifier
 from edge.frontend import FrontEnd
 from edge.metadata import LOG_MEL_IMAGE, WAVEFORM
-from export.latency import latency_table, machine
+from export.latency import latency_table
 from export.quantize import quantize_dynamic_int8, quantize_int8
 from export.to_onnx import (Inputs, Run, accuracy, compare, dataset_clips, logits_onnx, logits_torch, save_onnx,
                             thread_counts, to_onnx)
@@ -159,10 +160,12 @@ def parse_args(argv) -> Settings:
 
 def main(argv=None) -> int:
     import onnx
+    import onnxruntime
     import torch
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    result = {"machine": machine(), "versions": {"torch": torch.__version__, "onnx": onnx.__version__},
+    result = {"machine": machine(onnxruntime=onnxruntime.__version__),
+              "versions": {"torch": torch.__version__, "onnx": onnx.__version__},
               "latency": "median ms per window, batch 1, onnxruntime CPU, a model's variants in turns of 10 calls",
               "models": {}}
     if args.out.is_file():  # keep the models this call does not measure, if they were measured here

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edge.provenance import cpu_name
+from edge.provenance import host
 
 
 def durations(fn, repeats: int, warmup: int = 0) -> list:
@@ -25,9 +24,8 @@ def durations(fn, repeats: int, warmup: int = 0) -> list:
 
 def machine(**versions) -> dict:
     """The CPU, platform and library versions (``versions`` adds more), and how busy the machine was."""
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, **versions,
-            "load_average_1min": os.getloadavg()[0], "training_processes": training_processes()}
+    return {**host(numpy=np.__version__, **versions), "load_average_1min": os.getloadavg()[0],
+            "training_processes": training_processes()}
 
 
 def training_processes() -> list:

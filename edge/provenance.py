@@ -1,10 +1,11 @@
-"""What produced a result: the code's commit and the machine's CPU (for metrics, reports and benchmarks).
+"""What produced a result: the code's commit and the machine (for metrics, reports and benchmarks).
 
 Lives in edge/, the bottom layer, so that train/, export/ and benchmarks/ share it without importing
 each other.
 """
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -35,3 +36,9 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def host(**versions) -> dict:
+    """The CPU, its logical CPUs, the platform and Python; ``versions`` adds library versions."""
+    return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), **versions}

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 
 import numpy as np
 
 from edge.classifier import open_session
-from edge.provenance import cpu_name
 from edge.metadata import INPUT_NAME, OUTPUT_NAME
 
 
@@ -69,12 +67,3 @@ class OtherProcessesLoad:
             return None
         total, idle, own = (e - s for e, s in zip(end, self.start))
         return round(max(0.0, (total - idle - own) / total), 3)
-
-
-
-def machine() -> dict:
-    """What the latency numbers were measured on, and how busy it was (1-, 5-, 15-minute load)."""
-    import onnxruntime
-
-    return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}

@@ -25,7 +25,8 @@ from edge.audio import load_audio
 from edge.classifier import Classifier
 from edge.frontend import FrontEnd
 from edge.metadata import INPUT_NAME, LOG_MEL_IMAGE, OUTPUT_NAME, WAVEFORM, encode
-from export.latency import latency_table, machine
+from edge.provenance import host
+from export.latency import latency_table
 from train.data.esc50 import DatasetError, parse_splits, read_clips
 
 OPSET = 18
@@ -291,7 +292,7 @@ def export(config: ExportConfig) -> dict:
                            "onnxruntime": onnxruntime.__version__, "opset": OPSET},
               "command": " ".join(["python -m export.to_onnx", *config.argv]),
               "latency": {"statistic": "median ms per window, batch 1, onnxruntime CPU, models in turns of 10 calls",
-                          "threads": config.threads, "repeats": config.latency_repeats, "machine": machine()}}
+                          "threads": config.threads, "repeats": config.latency_repeats, "machine": host(onnxruntime=onnxruntime.__version__)}}
     clips = dataset_clips(run, config.data, config.calibration_per_class)
     with staged(config.out) as tmp:
         save_onnx(to_onnx(model, run.input_shape(), run.metadata(precision="fp32")), tmp)

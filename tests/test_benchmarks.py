@@ -53,7 +53,7 @@ def test_edge_benchmark_times_the_front_end_and_inference_of_each_shipped_model(
     out = tmp_path / "edge.json"
     assert edge_bench.main(["--repeats", "3", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report["models"]) == {"image", "waveform"} and report["machine"]["cores"] >= 1
+    assert set(report["models"]) == {"image", "waveform"} and report["machine"]["logical_cpus"] >= 1
     for entry in report["models"].values():
         for threads in ("threads_1", "threads_2"):
             parts = entry[threads]
