@@ -29,8 +29,7 @@ from edge.atomic import write_json
 from edge.provenance import cpu_name
 from benchmarks.measuring import training_processes
 from train import audionet, melcnn, resnet
-from train.data.esc50 import read_clips
-from train.data.esc50 import parse_splits
+from train.data.esc50 import parse_splits, read_clips, write_dataset
 
 RECIPES = {"audionet": audionet.main, "melcnn": melcnn.main, "resnet": resnet.main}
 FOLDS = 5
@@ -39,22 +38,14 @@ FOLDS = 5
 def synthetic_esc50(root: Path, classes: int = 50, per_fold: int = 8, sample_rate: int = 22050,
                     seconds: float = 5.0, seed: int = 0) -> Path:
     """An ESC-50 layout of white-noise clips: ``classes`` x ``per_fold`` clips in each of the 5 folds."""
-    import soundfile as sf
-
     rng = np.random.default_rng(seed)
-    (root / "audio").mkdir(parents=True)
-    (root / "meta").mkdir()
-    rows = ["filename,fold,target,category,esc10,src_file,take"]
-    for fold in range(1, FOLDS + 1):
-        for target in range(classes):
-            for take in range(per_fold):
-                name = f"{fold}-{target}{take:02d}-A-{target}.wav"
-                level = 10 ** rng.uniform(-2, -0.5)
-                wave = (level * rng.standard_normal(int(seconds * sample_rate))).clip(-1, 1)
-                sf.write(root / "audio" / name, wave, sample_rate, subtype="PCM_16")
-                rows.append(f"{name},{fold},{target},class_{target},False,{target}{take:02d},A")
-    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
-    return root
+
+    def noise():
+        level = 10 ** rng.uniform(-2, -0.5)
+        return (level * rng.standard_normal(int(seconds * sample_rate))).clip(-1, 1)
+
+    return write_dataset(root, ((fold, target, f"class_{target}", noise()) for fold in range(1, FOLDS + 1)
+                                for target in range(classes) for _ in range(per_fold)), sample_rate)
 
 
 def stage_speeds(epochs: list, clips_per_epoch: int) -> list:

@@ -87,6 +87,26 @@ def read_clips(path) -> list:
         raise DatasetError(f"{csv_path}: bad fold or target ({err})") from None
 
 
+CSV_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
+
+
+def write_dataset(root, clips, sample_rate: int) -> Path:
+    """Write an ESC-50 layout (``audio/*.wav`` + ``meta/esc50.csv``) from ``(fold, target, category, waveform)``
+    tuples: synthetic stand-ins for tests and benchmarks, named as ESC-50 names its files."""
+    import soundfile as sf
+
+    root = Path(root)
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rows = [",".join(CSV_COLUMNS)]
+    for number, (fold, target, category, waveform) in enumerate(clips):
+        name = f"{fold}-{100 + number}-A-{target}.wav"
+        sf.write(root / "audio" / name, waveform, sample_rate, subtype="PCM_16")
+        rows.append(f"{name},{fold},{target},{category},False,{100 + number},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
 def class_names(clips) -> list:
     """Category names indexed by target (``dog`` is 0)."""
     names = {c.target: c.category for c in clips}
