@@ -58,7 +58,9 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     saved = json.loads((REPO / "results" / REPORTED_RUN / "config.json").read_text())
     defaults = configure([])
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
-    reported = MelCNNConfig.from_saved(saved)  # also refuses a saved file with other fields
+    # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
+    added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False}
+    reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
 
@@ -127,6 +129,11 @@ def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off(
         configure(["--conditions", "1.5"])
     with pytest.raises(ValueError, match="--specaugment-p"):
         configure(["--specaugment-p", "-0.1"])
+    with pytest.raises(ValueError, match="--room-drr-db must be LOW,HIGH with LOW <= HIGH"):
+        configure(["--room-drr-db", "10,-15"])
+    with pytest.raises(ValueError, match="--background-clips .* needs --conditions > 0"):
+        configure(["--background-clips", "--conditions", "0"])
+    assert configure(["--room-drr-db=-15,10", "--background-clips"]).room_drr_db == (-15.0, 10.0)
 
 
 def untrained_run(run: Path) -> Path:
@@ -237,6 +244,27 @@ def test_noise_is_added_at_the_drawn_snr_with_the_drawn_slope():
     octaves = np.log2(conditions.centres[:, 0].numpy() / 1000)
     slope = np.polyfit(octaves[octaves > -2], spectrum[octaves > -2], 1)[0]
     assert -7.0 < slope < 4.0  # drawn in -6..+3 dB per octave (the level may also wander over time)
+
+
+def test_a_background_clip_is_added_at_the_drawn_snr_and_rolled_in_time():
+    burst = burst_log_mel(hz=500.0, seconds=1.0)  # a 1-s burst, then the floor
+    other = burst_log_mel(hz=4000.0, seconds=1.0)
+    conditions = RecordingConditions(FRONTEND, snr_db=(10.0, 10.0), backgrounds=np.stack([other] * 3))
+    power = torch.from_numpy(10 ** (burst / 10)).double()
+    torch.manual_seed(0)
+    added = [conditions.background(power) for _ in range(5)]
+    for background in added:
+        assert background.shape == power.shape
+        assert 10 * np.log10(float(power.mean() / background.mean())) == pytest.approx(10.0, abs=1e-6)
+        band = np.argmax(background.sum(dim=1).numpy())  # the 4-kHz tone, not the clip's 500 Hz
+        assert abs(conditions.centres[band, 0].item() - 4000) < 500
+    onsets = {int(np.argmax(b.sum(dim=0).numpy() > 0.5 * b.sum(dim=0).max().item())) for b in added}
+    assert len(onsets) > 1  # a new place in time each draw
+    torch.manual_seed(0)
+    out = RecordingConditions(FRONTEND, p=1.0, backgrounds=np.stack([other]))(burst)
+    assert out.shape == burst.shape and out.max() == 0.0
+    with pytest.raises(ValueError, match="backgrounds must be"):
+        RecordingConditions(FRONTEND, backgrounds=np.zeros((2, 32, 216)))
 
 
 def test_microphone_band_attenuates_below_and_above_its_corners():

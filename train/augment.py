@@ -227,10 +227,15 @@ def build_augment(config, sample_rate: int):
     return chain[0] if chain else None
 
 
+def _power(log_mel_db) -> torch.Tensor:
+    return 10 ** (torch.as_tensor(np.asarray(log_mel_db), dtype=torch.float64) / 10)
+
+
 class RecordingConditions:
     """How a device might have recorded the clip, simulated on its log-mel (dB relative to the clip's maximum,
-    as train.data.cache stores it): room reverberation, background noise, and a microphone's band and colour,
-    each with probability ``p``. Returns the dB log-mel of the result, relative to its own maximum again.
+    as train.data.cache stores it): another sound in the background (one of ``backgrounds``, when given), room
+    reverberation, background noise, and a microphone's band and colour, each with probability ``p``. Returns
+    the dB log-mel of the result, relative to its own maximum again.
 
     It works on mel power, not waveforms, so it reuses the feature cache and costs about a millisecond per
     clip. Reverberation is an exponential power decay per band (RT60 shorter at high frequencies) added at
@@ -243,7 +248,7 @@ class RecordingConditions:
 
     def __init__(self, frontend, p: float = 1 / 3, snr_db: tuple = (5.0, 30.0), rt60_s: tuple = (0.2, 1.2),
                  drr_db: tuple = (-3.0, 12.0), highpass_hz: tuple = (50.0, 500.0), lowpass_hz: tuple = (2500.0, 10000.0),
-                 tilt_db_per_octave: float = 2.0):
+                 tilt_db_per_octave: float = 2.0, backgrounds=None):
         if not 0 <= p <= 1:
             raise ValueError(f"p must be a probability, not {p}")
         self.p, self.snr_db, self.rt60_s, self.drr_db = p, snr_db, rt60_s, drr_db
@@ -257,9 +262,14 @@ class RecordingConditions:
         self.bins = torch.tensor(np.maximum(bins, 1), dtype=torch.float64)[:, None]  # noise degrees of freedom
         self.frame_rate = f.sample_rate / f.hop_length
         self.top_db = f.top_db
+        if backgrounds is not None and np.shape(backgrounds)[1:2] != (f.n_mels,):
+            raise ValueError(f"backgrounds must be (clips, {f.n_mels}, frames) log-mels, not {np.shape(backgrounds)}")
+        self.backgrounds = backgrounds
 
     def __call__(self, log_mel_db: np.ndarray) -> np.ndarray:
-        power = 10 ** (torch.as_tensor(np.asarray(log_mel_db), dtype=torch.float64) / 10)
+        power = _power(log_mel_db)
+        if self.backgrounds is not None and float(torch.rand(())) < self.p:
+            power = power + self.background(power)
         if float(torch.rand(())) < self.p:
             power = self.reverberate(power)
         if float(torch.rand(())) < self.p:
@@ -268,6 +278,16 @@ class RecordingConditions:
             power = power * self.microphone()
         db = 10 * torch.log10(power.clamp_min(1e-20) / power.max())
         return db.clamp_min(-self.top_db).to(torch.float32).numpy()
+
+    def background(self, power: torch.Tensor) -> torch.Tensor:
+        """A random one of ``backgrounds``, rolled in time and repeated to the clip's length, at an SNR over the
+        whole clip drawn from ``snr_db``: a sound that comes and goes, as speech or traffic do, where noise()
+        is steady. The label stays the clip's (mixup is what mixes labels)."""
+        other = _power(self.backgrounds[int(torch.randint(len(self.backgrounds), ()))])
+        frames = power.shape[-1]
+        other = torch.roll(other, int(torch.randint(other.shape[-1], ())), dims=-1)
+        other = other.repeat(1, -(-frames // other.shape[-1]))[:, :frames]
+        return other * power.mean() / other.mean().clamp_min(1e-20) / 10 ** (_uniform(*self.snr_db) / 10)
 
     def reverberate(self, power: torch.Tensor) -> torch.Tensor:
         """Direct sound plus a tail that decays by 60 dB in RT60 (shorter by up to 40 % in the top band)."""
@@ -302,4 +322,5 @@ class RecordingConditions:
         return gain * 10 ** (_uniform(-self.tilt, self.tilt) * torch.log2(f / 1000) / 10)
 
     def __repr__(self) -> str:
-        return f"RecordingConditions(p={self.p:.3g})"
+        backgrounds = "" if self.backgrounds is None else f", backgrounds={len(self.backgrounds)}"
+        return f"RecordingConditions(p={self.p:.3g}, drr_db={self.drr_db}{backgrounds})"

@@ -58,6 +58,8 @@ class MelCNNConfig(TrainingConfig):
     freq_mask: int = 8  # of 64 mel bins
     time_mask: int = 24  # of the 108 frames of a 2.5-s crop
     conditions: float = 0.333  # each simulated recording condition on a third of the training clips
+    room_drr_db: tuple = (-3.0, 12.0)  # direct-to-reverberant ratios of the simulated rooms
+    background_clips: bool = False  # other training clips as backgrounds, one more recording condition
     cache_dir: str | None = None
 
     def __post_init__(self):
@@ -65,6 +67,10 @@ class MelCNNConfig(TrainingConfig):
         check_range("--crop-seconds", self.crop_seconds, 0)
         check_range("--specaugment-p", self.specaugment_p, 0, 1)
         check_range("--conditions", self.conditions, 0, 1)
+        if len(self.room_drr_db) != 2 or self.room_drr_db[0] > self.room_drr_db[1]:
+            raise ValueError(f"--room-drr-db must be LOW,HIGH with LOW <= HIGH, not {self.room_drr_db}")
+        if self.background_clips and not self.conditions:
+            raise ValueError("--background-clips is one of the recording conditions: it needs --conditions > 0")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
@@ -153,6 +159,14 @@ def widths_arg(text: str) -> tuple:
     return widths
 
 
+def db_range_arg(text: str) -> tuple:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be LOW,HIGH in dB, not {text!r}") from None
+    return low, high
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.melcnn", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -174,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--conditions", type=float, default=d.conditions, metavar="P",
                        help="simulate recording conditions on training clips: reverberation, noise and a "
                             "microphone's band, each with probability P (train.augment.RecordingConditions; 0 = off)")
+    group.add_argument("--room-drr-db", type=db_range_arg, default=d.room_drr_db, metavar="LOW,HIGH",
+                       help="direct-to-reverberant ratios of the simulated rooms (dB; lower = farther from the source; "
+                            "write --room-drr-db=-15,10 when LOW is negative)")
+    group.add_argument("--background-clips", action=argparse.BooleanOptionalAction, default=d.background_clips,
+                       help="with probability P, another training clip in the background at 5-30 dB SNR, label unchanged")
     group.add_argument("--cache-dir", default=d.cache_dir, help="log-mel cache folder (default <dataset>/cache)")
     return parser
 
@@ -185,8 +204,11 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     split = run.split
     targets = np.array([c.target for c in clips])
 
+    def fold_index(folds):
+        return [i for i, c in enumerate(clips) if c.fold in folds]
+
     def images(folds, transform=None, conditions=None):
-        index = [i for i, c in enumerate(clips) if c.fold in folds]
+        index = fold_index(folds)
         return LogMelImages(log_mels[index], targets[index], frontend, transform, conditions)
 
     augment = build_augment(config, frontend)
@@ -196,7 +218,9 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
-    conditions = RecordingConditions(frontend, p=config.conditions) if config.conditions else None
+    backgrounds = log_mels[fold_index(split.train_folds)] if config.background_clips else None
+    conditions = (RecordingConditions(frontend, p=config.conditions, drr_db=config.room_drr_db, backgrounds=backgrounds)
+                  if config.conditions else None)
     datasets = (images(split.train_folds, augment, conditions), images(split.valid_folds) if split.valid_folds else None,
                 images((split.test_fold,)))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
