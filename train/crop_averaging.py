@@ -8,28 +8,17 @@ trained log-mel run's checkpoint, per fold (choose on fold 4):
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from edge.atomic import write_json
-from edge.frontend import FrontEnd
-from edge.metadata import LOG_MEL_IMAGE
-from train.data.cache import load_log_mels
-from train.engine import load_best
-from train.ensemble import fold_set
 from train.models import model_from_checkpoint
+from train.rescore import FoldImages, build_parser, parse_folds, probabilities, scores
 
 # (crop length in frames, crops per window): 2.5 s (the training crops) and 3.5 s, evenly spaced.
 VARIANTS = ((108, 3), (108, 5), (151, 3))
-
-
-def probabilities(model, images: torch.Tensor, batch: int = 50) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(images[i:i + batch]).softmax(-1) for i in range(0, len(images), batch)])
 
 
 def crop_average(model, images: torch.Tensor, frames: int, crops: int) -> torch.Tensor:
@@ -41,7 +30,7 @@ def crop_average(model, images: torch.Tensor, frames: int, crops: int) -> torch.
 def compare(model, images: torch.Tensor, targets: np.ndarray) -> dict:
     """Accuracy of the whole window, of each crop average, and of each averaged with the whole window."""
     def accuracy(p):
-        return float((p.argmax(-1).numpy() == targets).mean())
+        return scores(p, targets)["accuracy"]
 
     whole = probabilities(model, images)
     result = {"whole window": accuracy(whole)}
@@ -53,28 +42,17 @@ def compare(model, images: torch.Tensor, targets: np.ndarray) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.crop_averaging", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a log-mel run folder (best.pt)")
-    parser.add_argument("--data", default="data/ESC-50", help="ESC-50 folder (default %(default)s)")
-    parser.add_argument("--folds", default="4", help="comma-separated folds to evaluate (default 4)")
-    parser.add_argument("--cache-dir", help="log-mel cache folder (default <dataset>/cache)")
-    parser.add_argument("--out", type=Path, required=True, help="JSON to write")
-    args = parser.parse_args(argv)
-    checkpoint = load_best(args.run)
-    if checkpoint["input"]["kind"] != LOG_MEL_IMAGE:
-        print(f"error: {args.run}: not a log-mel model", file=sys.stderr)
-        return 2
-    frontend = FrontEnd.from_json(checkpoint["input"]["frontend"])
+    args = build_parser("python -m train.crop_averaging", __doc__.split("\n\n")[0],
+                        "a log-mel run folder (best.pt)").parse_args(argv)
+    run = args.runs[0]
+    checkpoint, folds = FoldImages(args.data, parse_folds(args.folds), args.cache_dir).of(run)
     model = model_from_checkpoint(checkpoint)
-    log_mels, _ = load_log_mels(args.data, frontend, args.cache_dir, progress=False)
     results = {}
-    for fold in (int(f) for f in args.folds.split(",")):
-        dataset = fold_set(checkpoint, args.data, fold, log_mels)
-        images = torch.stack([image for image, _ in dataset])
-        results[f"fold {fold}"] = compare(model, images, dataset.targets.numpy())
+    for fold, (images, targets) in folds.items():
+        results[f"fold {fold}"] = compare(model, images, targets)
         print(fold, results[f"fold {fold}"], flush=True)
-    write_json({"run": args.run.name, "command": "python -m train.crop_averaging " + " ".join(argv or sys.argv[1:]),
-                "frames_per_window": int(frontend.image_shape[-1]), "accuracy": results}, args.out)
+    write_json({"run": run.name, "command": "python -m train.crop_averaging " + " ".join(argv or sys.argv[1:]),
+                "frames_per_window": int(next(iter(folds.values()))[0].shape[-1]), "accuracy": results}, args.out)
     return 0
 
 
