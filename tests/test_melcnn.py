@@ -165,6 +165,18 @@ def test_crop_averaging_averages_evenly_spaced_crops_and_reports_every_variant(t
     assert all(value in (0.0, 0.5, 1.0) for value in accuracy["fold 5"].values())  # two clips per fold
 
 
+def test_rescoring_tools_refuse_a_run_that_is_not_log_mel_with_its_name(tmp_path, fake_esc50, capsys):
+    run = untrained_run(tmp_path / "audionet-book-seed0")
+    checkpoint = torch.load(run / "best.pt", weights_only=False)
+    checkpoint["input"]["kind"] = "waveform"
+    torch.save(checkpoint, run / "best.pt")
+    torch.save({"model": checkpoint["state_dict"], "ema": {"state_dict": checkpoint["state_dict"]}}, run / "last.pt")
+    for tool in (crop_averaging, weight_average):
+        assert tool.main([str(run), "--data", str(fake_esc50), "--out", str(tmp_path / "out.json")]) == 2
+        assert f"error: {run}: not a log-mel model" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_weight_average_scores_the_raw_and_the_averaged_final_weights_of_each_run(tmp_path, fake_esc50):
     run = untrained_run(tmp_path / "melcnn-book-seed0")
     out, cache = tmp_path / "ema.json", str(tmp_path / "cache")

@@ -45,7 +45,11 @@ def main(argv=None) -> int:
     args = build_parser("python -m train.crop_averaging", __doc__.split("\n\n")[0],
                         "a log-mel run folder (best.pt)").parse_args(argv)
     run = args.runs[0]
-    checkpoint, folds = FoldImages(args.data, parse_folds(args.folds), args.cache_dir).of(run)
+    try:
+        checkpoint, folds = FoldImages(args.data, parse_folds(args.folds), args.cache_dir).of(run)
+    except ValueError as err:  # not a log-mel run
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     model = model_from_checkpoint(checkpoint)
     results = {}
     for fold, (images, targets) in folds.items():

@@ -204,12 +204,9 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     split = run.split
     targets = np.array([c.target for c in clips])
 
-    def fold_index(folds):
-        return [i for i, c in enumerate(clips) if c.fold in folds]
-
-    def images(folds, transform=None, conditions=None):
-        index = fold_index(folds)
-        return LogMelImages(log_mels[index], targets[index], frontend, transform, conditions)
+    def images(folds, transform=None):
+        index = [i for i, c in enumerate(clips) if c.fold in folds]
+        return LogMelImages(log_mels[index], targets[index], frontend, transform)
 
     augment = build_augment(config, frontend)
     mix = build_mix(config)
@@ -218,11 +215,11 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
-    backgrounds = log_mels[fold_index(split.train_folds)] if config.background_clips else None
-    conditions = (RecordingConditions(frontend, p=config.conditions, drr_db=config.room_drr_db, backgrounds=backgrounds)
-                  if config.conditions else None)
-    datasets = (images(split.train_folds, augment, conditions), images(split.valid_folds) if split.valid_folds else None,
-                images((split.test_fold,)))
+    train_set = images(split.train_folds, augment)
+    if config.conditions:  # the backgrounds are the training clips themselves
+        train_set.conditions = RecordingConditions(frontend, p=config.conditions, drr_db=config.room_drr_db,
+                                                   backgrounds=train_set.log_mels if config.background_clips else None)
+    datasets = (train_set, images(split.valid_folds) if split.valid_folds else None, images((split.test_fold,)))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
                           input_spec=input_spec, datasets=datasets, augment=augment, mix=mix)
     return train_single_stage(trainer, model, config, run)

@@ -34,7 +34,8 @@ class FoldImages:
         self._log_mels = {}
 
     def of(self, run: Path) -> tuple:
-        """(the run's best checkpoint, {fold: (images (N, C, mels, frames), targets (N,))})."""
+        """(the run's best checkpoint, {fold: (images (N, C, mels, frames), targets (N,))}); ValueError for a run
+        whose model does not take log-mel images."""
         checkpoint = load_best(run)
         if checkpoint["input"]["kind"] != LOG_MEL_IMAGE:
             raise ValueError(f"{run}: not a log-mel model (input {checkpoint['input']['kind']!r})")

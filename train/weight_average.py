@@ -37,7 +37,11 @@ def main(argv=None) -> int:
     fold_images, results = FoldImages(args.data, folds, args.cache_dir), {}
     for run in args.runs:
         weights = final_weights(run)
-        checkpoint, images_of = fold_images.of(run)
+        try:
+            checkpoint, images_of = fold_images.of(run)
+        except ValueError as err:  # not a log-mel run
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         model = model_from_checkpoint(checkpoint)
         results[run.name] = {}
         for fold, (images, targets) in images_of.items():
