@@ -59,7 +59,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     defaults = configure([])
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
-    added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False}
+    added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -134,6 +134,10 @@ def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off(
     with pytest.raises(ValueError, match="--background-clips .* needs --conditions > 0"):
         configure(["--background-clips", "--conditions", "0"])
     assert configure(["--room-drr-db=-15,10", "--background-clips"]).room_drr_db == (-15.0, 10.0)
+    with pytest.raises(ValueError, match="--room-copies must be >= 0, not -1"):
+        configure(["--room-copies", "-1"])
+    with pytest.raises(ValueError, match="--room-copies .* needs --conditions > 0"):
+        configure(["--room-copies", "4", "--conditions", "0"])
 
 
 def untrained_run(run: Path) -> Path:
@@ -277,6 +281,22 @@ def test_a_background_clip_is_added_at_the_drawn_snr_and_rolled_in_time():
     assert out.shape == burst.shape and out.max() == 0.0
     with pytest.raises(ValueError, match="backgrounds must be"):
         RecordingConditions(FRONTEND, backgrounds=np.zeros((2, 32, 216)))
+
+
+def test_a_clip_in_a_room_is_one_of_its_own_copies_from_train_rooms():
+    """With ``rooms``, reverberation is a copy of the clip heard in a room (row ``index``), not the mel-power one."""
+    clip = burst_log_mel(hz=1000.0)
+    copies = np.stack([np.stack([burst_log_mel(hz=hz)] * 3) for hz in (800.0, 2000.0)])  # (clips, copies, ...)
+    conditions = RecordingConditions(FRONTEND, p=1.0, rooms=copies)
+    conditions.reverberate = lambda power: pytest.fail("reverberation on mel power as well as a room")
+    assert "rooms=3 per clip" in repr(conditions)
+    centres = conditions.centres[:, 0].numpy()
+    torch.manual_seed(0)
+    for index, hz in enumerate((800.0, 2000.0)):
+        loudest = np.argmax(conditions(clip, index).max(axis=1))
+        assert abs(centres[loudest] - hz) < 0.1 * hz
+    with pytest.raises(ValueError, match="rooms must be"):
+        RecordingConditions(FRONTEND, rooms=np.zeros((2, 64, 216)))
 
 
 def test_microphone_band_attenuates_below_and_above_its_corners():

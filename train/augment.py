@@ -234,7 +234,8 @@ def _power(log_mel_db) -> torch.Tensor:
 class RecordingConditions:
     """How a device might have recorded the clip, simulated on its log-mel (dB relative to the clip's maximum,
     as train.data.cache stores it): another sound in the background (one of ``backgrounds``, when given), room
-    reverberation, background noise, and a microphone's band and colour, each with probability ``p``. Returns
+    reverberation (with ``rooms``, one of the clip's copies heard in image-source rooms, from train.rooms),
+    background noise, and a microphone's band and colour, each with probability ``p``. Returns
     the dB log-mel of the result, relative to its own maximum again.
 
     It works on mel power, not waveforms, so it reuses the feature cache and costs about a millisecond per
@@ -248,7 +249,7 @@ class RecordingConditions:
 
     def __init__(self, frontend, p: float = 1 / 3, snr_db: tuple = (5.0, 30.0), rt60_s: tuple = (0.2, 1.2),
                  drr_db: tuple = (-3.0, 12.0), highpass_hz: tuple = (50.0, 500.0), lowpass_hz: tuple = (2500.0, 10000.0),
-                 tilt_db_per_octave: float = 2.0, backgrounds=None):
+                 tilt_db_per_octave: float = 2.0, backgrounds=None, rooms=None):
         if not 0 <= p <= 1:
             raise ValueError(f"p must be a probability, not {p}")
         self.p, self.snr_db, self.rt60_s, self.drr_db = p, snr_db, rt60_s, drr_db
@@ -265,12 +266,18 @@ class RecordingConditions:
         if backgrounds is not None and np.shape(backgrounds)[1:2] != (f.n_mels,):
             raise ValueError(f"backgrounds must be (clips, {f.n_mels}, frames) log-mels, not {np.shape(backgrounds)}")
         self.backgrounds = backgrounds
+        if rooms is not None and np.shape(rooms)[2:3] != (f.n_mels,):
+            raise ValueError(f"rooms must be (clips, copies, {f.n_mels}, frames) log-mels, not {np.shape(rooms)}")
+        self.rooms = rooms
 
-    def __call__(self, log_mel_db: np.ndarray) -> np.ndarray:
+    def __call__(self, log_mel_db: np.ndarray, index: int | None = None) -> np.ndarray:
+        """``index`` is the clip's row in ``rooms`` (needed only with rooms)."""
+        if self.rooms is not None and float(torch.rand(())) < self.p:  # heard in a room, before any noise
+            log_mel_db = self.rooms[index, int(torch.randint(self.rooms.shape[1], ()))]
         power = _power(log_mel_db)
         if self.backgrounds is not None and float(torch.rand(())) < self.p:
             power = power + self.background(power)
-        if float(torch.rand(())) < self.p:
+        if self.rooms is None and float(torch.rand(())) < self.p:
             power = self.reverberate(power)
         if float(torch.rand(())) < self.p:
             power = power + self.noise(power)
@@ -323,4 +330,5 @@ class RecordingConditions:
 
     def __repr__(self) -> str:
         backgrounds = "" if self.backgrounds is None else f", backgrounds={len(self.backgrounds)}"
-        return f"RecordingConditions(p={self.p:.3g}, drr_db={self.drr_db}{backgrounds})"
+        rooms = "" if self.rooms is None else f", rooms={np.shape(self.rooms)[1]} per clip"
+        return f"RecordingConditions(p={self.p:.3g}, drr_db={self.drr_db}{backgrounds}{rooms})"

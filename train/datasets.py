@@ -82,7 +82,7 @@ class LogMelImages(Dataset):
     def __getitem__(self, index: int):
         log_mel = np.asarray(self.log_mels[index])
         if self.conditions is not None:
-            log_mel = self.conditions(log_mel)
+            log_mel = self.conditions(log_mel, index)
         image = torch.from_numpy(self.frontend.image(log_mel))
         if self.transform is not None:
             image = self.transform(image)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from train.engine import seed_everything
 from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
 from train.augment import RecordingConditions, build_mix
+from train.rooms import reverberant_log_mels
 from train.specaugment import spec_augment
 
 # One grey channel: the dB image scaled to [0, 1] (0 = top_db below the window's peak), then centred.
@@ -60,6 +62,7 @@ class MelCNNConfig(TrainingConfig):
     conditions: float = 0.333  # each simulated recording condition on a third of the training clips
     room_drr_db: tuple = (-3.0, 12.0)  # direct-to-reverberant ratios of the simulated rooms
     background_clips: bool = False  # other training clips as backgrounds, one more recording condition
+    room_copies: int = 0  # copies of each training clip in image-source rooms (train.rooms); 0 = rooms on mel power
     cache_dir: str | None = None
 
     def __post_init__(self):
@@ -71,6 +74,9 @@ class MelCNNConfig(TrainingConfig):
             raise ValueError(f"--room-drr-db must be LOW,HIGH with LOW <= HIGH, not {self.room_drr_db}")
         if self.background_clips and not self.conditions:
             raise ValueError("--background-clips is one of the recording conditions: it needs --conditions > 0")
+        check_range("--room-copies", self.room_copies, 0)
+        if self.room_copies and not self.conditions:
+            raise ValueError("--room-copies is one of the recording conditions: it needs --conditions > 0")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
@@ -193,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "write --room-drr-db=-15,10 when LOW is negative)")
     group.add_argument("--background-clips", action=argparse.BooleanOptionalAction, default=d.background_clips,
                        help="with probability P, another training clip in the background at 5-30 dB SNR, label unchanged")
+    group.add_argument("--room-copies", type=int, default=d.room_copies, metavar="K",
+                       help="hear each training clip in K image-source rooms (convolved once, before training) "
+                            "instead of reverberation simulated on mel power (0)")
     group.add_argument("--cache-dir", default=d.cache_dir, help="log-mel cache folder (default <dataset>/cache)")
     return parser
 
@@ -217,8 +226,16 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
     train_set = images(split.train_folds, augment)
     if config.conditions:  # the backgrounds are the training clips themselves
+        rooms = None
+        if config.room_copies:
+            paths = [c.path for c in clips if c.fold in split.train_folds]
+            started = time.perf_counter()
+            rooms = reverberant_log_mels(paths, frontend, config.room_copies, run.seed, progress=not config.no_progress)
+            print(f"{len(paths)} training clips heard in {config.room_copies} rooms each "
+                  f"in {time.perf_counter() - started:.0f} s")
         train_set.conditions = RecordingConditions(frontend, p=config.conditions, drr_db=config.room_drr_db,
-                                                   backgrounds=train_set.log_mels if config.background_clips else None)
+                                                   backgrounds=train_set.log_mels if config.background_clips else None,
+                                                   rooms=rooms)
     datasets = (train_set, images(split.valid_folds) if split.valid_folds else None, images((split.test_fold,)))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
                           input_spec=input_spec, datasets=datasets, augment=augment, mix=mix)
