@@ -47,3 +47,38 @@ def test_each_clip_is_heard_in_its_own_rooms_after_the_sound_has_stopped(tmp_pat
     assert np.array_equal(rooms, again) and not np.array_equal(rooms, other)  # the rooms come from the seed
     with pytest.raises(ValueError, match="copies and bank must be positive"):
         reverberant_log_mels(paths, FRONTEND, copies=0, seed=0)
+
+
+def test_the_direct_to_reverberant_ratio_of_an_impulse_response():
+    from benchmarks.simulated_rooms import direct_to_reverberant_db
+
+    rir = np.zeros(16000)
+    rir[100] = 1.0  # the direct sound, then a tail of a quarter of its energy
+    rir[400:800] = np.sqrt(0.25 / 400)
+    assert direct_to_reverberant_db(rir, 16000) == pytest.approx(10 * np.log10(4), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_the_simulated_rooms_benchmark_scores_a_run_in_both_kinds_of_room(tmp_path, fake_esc50):
+    import json
+
+    import torch
+
+    from benchmarks import simulated_rooms
+    from edge.metadata import LOG_MEL_IMAGE
+    from train.melcnn import MelCNN
+
+    run = tmp_path / "melcnn-book-seed0"
+    run.mkdir()
+    kwargs = {"n_classes": 2, "widths": [4], "dropout": 0.0, "pooling": "mean+max", "in_channels": 1}
+    spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
+            "frontend": FRONTEND.to_json()}
+    torch.save({"model_name": "melcnn", "model_kwargs": kwargs, "state_dict": MelCNN(**kwargs).state_dict(),
+                "classes": ["low_tone", "high_tone"], "input": spec}, run / "best.pt")
+    out = tmp_path / "rooms.json"
+    assert simulated_rooms.main([str(run), "--data", str(fake_esc50), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["accuracy"][run.name]) == {"clean"} | {f"{kind} room RT60 {rt60:g} s" for rt60 in (0.3, 0.8)
+                                                          for kind in ("image-source", "mel-power")}
+    assert all(v in (0.0, 0.5, 1.0) for v in report["accuracy"][run.name].values())  # two clips in fold 4
+    assert all(len(drr) == simulated_rooms.ROOMS_PER_RT60 for drr in report["direct_to_reverberant_db"].values())
