@@ -2,10 +2,10 @@
 convolved with each clip's waveform before the front end, kept as log-mels that a training run draws from.
 
 Why the waveform: reverberation simulated on mel power (a smooth decay per band, in
-train.augment.RecordingConditions) is learnt as that simulation, not as rooms. On fold 4, a MelCNN trained
-with it loses 5-6 points to its own simulated rooms but 13-18 to image-source rooms of the same
-direct-to-reverberant ratio (docs/experiments.md): early reflections colour the spectrum, and a smooth
-decay has none. Convolving ``copies`` versions of each clip once, before training, keeps an epoch as fast
+train.augment.RecordingConditions) is learnt as that simulation, not as rooms. On fold 4, the MelCNN recipe's
+seeds lose 4.75-10.75 points to that simulation but 10.5-19.5 to image-source rooms of the same RT60 and
+direct-to-reverberant ratio (benchmarks.simulated_rooms, docs/experiments.md): early reflections colour the
+spectrum, and a smooth decay has none. Convolving ``copies`` versions of each clip once, before training, keeps an epoch as fast
 as the log-mel cache makes it.
 
 The rooms come from the run's seed and never include the robustness benchmark's two rooms.
