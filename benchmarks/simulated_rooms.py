@@ -22,10 +22,10 @@ from benchmarks.measuring import machine
 from benchmarks.robustness import ROOMS, SEED, reverb, room_impulse_response
 from edge.atomic import write_json
 from edge.audio import load_audio
-from edge.frontend import FrontEnd, fit_length, resample
+from edge.frontend import FrontEnd
 from edge.metadata import LOG_MEL_IMAGE
 from edge.provenance import git_commit
-from train.augment import RecordingConditions
+from train.augment import RecordingConditions, db_to_power
 from train.data.esc50 import read_clips
 from train.engine import load_best
 from train.models import model_from_checkpoint
@@ -40,26 +40,20 @@ def direct_to_reverberant_db(rir: np.ndarray, rate: int, direct_ms: float = 2.5)
     return float(10 * np.log10(direct / max(np.sum(rir[peak + half:] ** 2), 1e-20)))
 
 
-def mel_power_room(log_mel_db: np.ndarray, conditions: RecordingConditions, top_db: float) -> np.ndarray:
-    """The dB log-mel of ``conditions.reverberate`` applied to a clip's log-mel, relative to its maximum again."""
-    power = conditions.reverberate(torch.as_tensor(10 ** (log_mel_db / 10), dtype=torch.float64))
-    return (10 * torch.log10(power.clamp_min(1e-20) / power.max())).clamp_min(-top_db).float().numpy()
-
-
 def heard(frontend: FrontEnd, waves: list, rng: np.random.Generator) -> tuple:
     """({condition: [dB log-mel per clip]}, {RT60: [DRR of each room]}) for the clips at ``frontend``'s rate."""
     rate = frontend.sample_rate
     log_mels = {"clean": [frontend.log_mel(x, rate) for x in waves]}
     drr = {}
+    room_of_clip = [i % ROOMS_PER_RT60 for i in range(len(waves))]
     for rt60 in sorted(ROOMS):
         rirs = [room_impulse_response(rt60, rate, rng) for _ in range(ROOMS_PER_RT60)]
         drr[rt60] = [round(direct_to_reverberant_db(h, rate), 2) for h in rirs]
         simulations = [RecordingConditions(frontend, rt60_s=(rt60, rt60), drr_db=(d, d)) for d in drr[rt60]]
-        k = [i % ROOMS_PER_RT60 for i in range(len(waves))]
         log_mels[f"image-source room RT60 {rt60:g} s"] = [frontend.log_mel(reverb(x, rirs[j]), rate)
-                                                          for x, j in zip(waves, k)]
-        log_mels[f"mel-power room RT60 {rt60:g} s"] = [mel_power_room(d, simulations[j], frontend.top_db)
-                                                       for d, j in zip(log_mels["clean"], k)]
+                                                          for x, j in zip(waves, room_of_clip)]
+        log_mels[f"mel-power room RT60 {rt60:g} s"] = [simulations[j].to_db(simulations[j].reverberate(db_to_power(d)))
+                                                       for d, j in zip(log_mels["clean"], room_of_clip)]
     return log_mels, drr
 
 
@@ -88,8 +82,7 @@ def main(argv=None) -> int:
     for run, checkpoint in checkpoints.items():
         frontend = FrontEnd.from_json(checkpoint["input"]["frontend"])
         if frontend.digest() not in cache:  # the same rooms for every run, from the benchmark's own seed
-            waves = [fit_length(resample(*load_audio(c.path), frontend.sample_rate), frontend.clip_samples)
-                     for c in clips]
+            waves = [frontend.clip(*load_audio(c.path)) for c in clips]
             cache[frontend.digest()], rooms = heard(frontend, waves, np.random.default_rng([SEED, 4]))
         model = model_from_checkpoint(checkpoint).eval()
         results[run.name] = {name: accuracy(model, frontend, log_mels, targets)

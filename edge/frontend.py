@@ -77,10 +77,13 @@ class FrontEnd:
         """Short hash of every parameter: names the feature cache so stale images are never reused."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
+    def clip(self, waveform: np.ndarray, rate: int) -> np.ndarray:
+        """One clip at any rate -> ``clip_samples`` float32 samples at ``sample_rate`` (cropped or zero-padded)."""
+        return fit_length(resample(waveform, rate, self.sample_rate), self.clip_samples)
+
     def log_mel(self, waveform: np.ndarray, rate: int) -> np.ndarray:
         """(n_mels, n_frames) float32 log-mel in dB, in [-top_db, 0], for one clip at any rate."""
-        x = fit_length(resample(waveform, rate, self.sample_rate), self.clip_samples)
-        return power_to_db(self.mel_power(x), self.top_db)
+        return power_to_db(self.mel_power(self.clip(waveform, rate)), self.top_db)
 
     def mel_power(self, x: np.ndarray) -> np.ndarray:
         """(n_mels, frames) mel power spectrogram of a waveform already at ``sample_rate`` (any length).

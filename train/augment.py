@@ -227,7 +227,7 @@ def build_augment(config, sample_rate: int):
     return chain[0] if chain else None
 
 
-def _power(log_mel_db) -> torch.Tensor:
+def db_to_power(log_mel_db) -> torch.Tensor:
     return 10 ** (torch.as_tensor(np.asarray(log_mel_db), dtype=torch.float64) / 10)
 
 
@@ -274,7 +274,7 @@ class RecordingConditions:
         """``index`` is the clip's row in ``rooms`` (needed only with rooms)."""
         if self.rooms is not None and float(torch.rand(())) < self.p:  # heard in a room, before any noise
             log_mel_db = self.rooms[index, int(torch.randint(self.rooms.shape[1], ()))]
-        power = _power(log_mel_db)
+        power = db_to_power(log_mel_db)
         if self.backgrounds is not None and float(torch.rand(())) < self.p:
             power = power + self.background(power)
         if self.rooms is None and float(torch.rand(())) < self.p:
@@ -283,6 +283,10 @@ class RecordingConditions:
             power = power + self.noise(power)
         if float(torch.rand(())) < self.p:
             power = power * self.microphone()
+        return self.to_db(power)
+
+    def to_db(self, power: torch.Tensor) -> np.ndarray:
+        """Mel power -> float32 dB relative to its maximum, floored at -top_db (the cache's layout)."""
         db = 10 * torch.log10(power.clamp_min(1e-20) / power.max())
         return db.clamp_min(-self.top_db).to(torch.float32).numpy()
 
@@ -290,7 +294,7 @@ class RecordingConditions:
         """A random one of ``backgrounds``, rolled in time and repeated to the clip's length, at an SNR over the
         whole clip drawn from ``snr_db``: a sound that comes and goes, as speech or traffic do, where noise()
         is steady. The label stays the clip's (mixup is what mixes labels)."""
-        other = _power(self.backgrounds[int(torch.randint(len(self.backgrounds), ()))])
+        other = db_to_power(self.backgrounds[int(torch.randint(len(self.backgrounds), ()))])
         frames = power.shape[-1]
         other = torch.roll(other, int(torch.randint(other.shape[-1], ())), dims=-1)
         other = other.repeat(1, -(-frames // other.shape[-1]))[:, :frames]

@@ -5,8 +5,8 @@ Why the waveform: reverberation simulated on mel power (a smooth decay per band,
 train.augment.RecordingConditions) is learnt as that simulation, not as rooms. On fold 4, the MelCNN recipe's
 seeds lose 4.75-10.75 points to that simulation but 10.5-19.5 to image-source rooms of the same RT60 and
 direct-to-reverberant ratio (benchmarks.simulated_rooms, docs/experiments.md): early reflections colour the
-spectrum, and a smooth decay has none. Convolving ``copies`` versions of each clip once, before training, keeps an epoch as fast
-as the log-mel cache makes it.
+spectrum, and a smooth decay has none. Convolving ``copies`` versions of each clip once, before training,
+keeps an epoch as fast as the log-mel cache makes it.
 
 The rooms come from the run's seed and never include the robustness benchmark's two rooms.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.audio import load_audio
-from edge.frontend import FrontEnd, fit_length, resample
+from edge.frontend import FrontEnd
 
 # benchmarks.robustness.ROOMS (a test keeps the two in step): rooms within 15 % of these are never drawn
 HELD_OUT_ROOMS = ((5.0, 4.0, 2.8), (12.0, 9.0, 4.0))
@@ -71,8 +71,7 @@ def _reverberant_log_mels(path, frontend: FrontEnd, responses: list) -> np.ndarr
     """(len(responses), n_mels, n_frames): the clip at ``path`` convolved with each impulse response."""
     from scipy.signal import fftconvolve
 
-    wave, rate = load_audio(path)
-    x = fit_length(resample(wave, rate, frontend.sample_rate), frontend.clip_samples)
+    x = frontend.clip(*load_audio(path))
     return np.stack([frontend.log_mel(fftconvolve(x, h)[:len(x)].astype(np.float32), frontend.sample_rate)
                      for h in responses])
 
