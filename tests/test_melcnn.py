@@ -59,7 +59,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     defaults = configure([])
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
-    added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0}
+    added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -138,6 +138,10 @@ def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off(
         configure(["--room-copies", "-1"])
     with pytest.raises(ValueError, match="--room-copies .* needs --conditions > 0"):
         configure(["--room-copies", "4", "--conditions", "0"])
+    with pytest.raises(ValueError, match="--babble must be >= 0, not -2"):
+        configure(["--babble", "-2"])
+    with pytest.raises(ValueError, match="--babble .* needs --conditions > 0"):
+        configure(["--babble", "64", "--conditions", "0"])
 
 
 def untrained_run(run: Path) -> Path:
@@ -268,7 +272,7 @@ def test_a_background_clip_is_added_at_the_drawn_snr_and_rolled_in_time():
     conditions = RecordingConditions(FRONTEND, snr_db=(10.0, 10.0), backgrounds=np.stack([other] * 3))
     power = torch.from_numpy(10 ** (burst / 10)).double()
     torch.manual_seed(0)
-    added = [conditions.background(power) for _ in range(5)]
+    added = [conditions.background(power, conditions.backgrounds) for _ in range(5)]
     for background in added:
         assert background.shape == power.shape
         assert 10 * np.log10(float(power.mean() / background.mean())) == pytest.approx(10.0, abs=1e-6)

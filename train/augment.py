@@ -227,14 +227,17 @@ def build_augment(config, sample_rate: int):
     return chain[0] if chain else None
 
 
+SNR_DB = (5.0, 30.0)  # of the simulated noise and backgrounds, over the whole clip
+
+
 def db_to_power(log_mel_db) -> torch.Tensor:
     return 10 ** (torch.as_tensor(np.asarray(log_mel_db), dtype=torch.float64) / 10)
 
 
 class RecordingConditions:
     """How a device might have recorded the clip, simulated on its log-mel (dB relative to the clip's maximum,
-    as train.data.cache stores it): another sound in the background (one of ``backgrounds``, when given), room
-    reverberation (with ``rooms``, one of the clip's copies heard in image-source rooms, from train.rooms),
+    as train.data.cache stores it): another sound in the background (one of ``backgrounds``, when given), speech
+    babble in the background (one of ``babble``, from train.babble, when given), room reverberation (with ``rooms``, one of the clip's copies heard in image-source rooms, from train.rooms),
     background noise, and a microphone's band and colour, each with probability ``p``. Returns
     the dB log-mel of the result, relative to its own maximum again.
 
@@ -247,9 +250,9 @@ class RecordingConditions:
     how well the model generalises to conditions it never saw in this form.
     """
 
-    def __init__(self, frontend, p: float = 1 / 3, snr_db: tuple = (5.0, 30.0), rt60_s: tuple = (0.2, 1.2),
+    def __init__(self, frontend, p: float = 1 / 3, snr_db: tuple = SNR_DB, rt60_s: tuple = (0.2, 1.2),
                  drr_db: tuple = (-3.0, 12.0), highpass_hz: tuple = (50.0, 500.0), lowpass_hz: tuple = (2500.0, 10000.0),
-                 tilt_db_per_octave: float = 2.0, backgrounds=None, rooms=None):
+                 tilt_db_per_octave: float = 2.0, backgrounds=None, babble=None, rooms=None):
         if not 0 <= p <= 1:
             raise ValueError(f"p must be a probability, not {p}")
         self.p, self.snr_db, self.rt60_s, self.drr_db = p, snr_db, rt60_s, drr_db
@@ -263,9 +266,10 @@ class RecordingConditions:
         self.bins = torch.tensor(np.maximum(bins, 1), dtype=torch.float64)[:, None]  # noise degrees of freedom
         self.frame_rate = f.sample_rate / f.hop_length
         self.top_db = f.top_db
-        if backgrounds is not None and np.shape(backgrounds)[1:2] != (f.n_mels,):
-            raise ValueError(f"backgrounds must be (clips, {f.n_mels}, frames) log-mels, not {np.shape(backgrounds)}")
-        self.backgrounds = backgrounds
+        for name, bank in (("backgrounds", backgrounds), ("babble", babble)):
+            if bank is not None and np.shape(bank)[1:2] != (f.n_mels,):
+                raise ValueError(f"{name} must be (clips, {f.n_mels}, frames) log-mels, not {np.shape(bank)}")
+        self.backgrounds, self.babble = backgrounds, babble
         if rooms is not None and np.shape(rooms)[2:3] != (f.n_mels,):
             raise ValueError(f"rooms must be (clips, copies, {f.n_mels}, frames) log-mels, not {np.shape(rooms)}")
         self.rooms = rooms
@@ -275,8 +279,9 @@ class RecordingConditions:
         if self.rooms is not None and float(torch.rand(())) < self.p:  # heard in a room, before any noise
             log_mel_db = self.rooms[index, int(torch.randint(self.rooms.shape[1], ()))]
         power = db_to_power(log_mel_db)
-        if self.backgrounds is not None and float(torch.rand(())) < self.p:
-            power = power + self.background(power)
+        for bank in (self.backgrounds, self.babble):
+            if bank is not None and float(torch.rand(())) < self.p:
+                power = power + self.background(power, bank)
         if self.rooms is None and float(torch.rand(())) < self.p:
             power = self.reverberate(power)
         if float(torch.rand(())) < self.p:
@@ -290,11 +295,11 @@ class RecordingConditions:
         db = 10 * torch.log10(power.clamp_min(1e-20) / power.max())
         return db.clamp_min(-self.top_db).to(torch.float32).numpy()
 
-    def background(self, power: torch.Tensor) -> torch.Tensor:
-        """A random one of ``backgrounds``, rolled in time and repeated to the clip's length, at an SNR over the
-        whole clip drawn from ``snr_db``: a sound that comes and goes, as speech or traffic do, where noise()
-        is steady. The label stays the clip's (mixup is what mixes labels)."""
-        other = db_to_power(self.backgrounds[int(torch.randint(len(self.backgrounds), ()))])
+    def background(self, power: torch.Tensor, bank) -> torch.Tensor:
+        """A random one of the log-mels in ``bank``, rolled in time and repeated to the clip's length, at an SNR
+        over the whole clip drawn from ``snr_db``: a sound that comes and goes, as speech or traffic do, where
+        noise() is steady. The label stays the clip's (mixup is what mixes labels)."""
+        other = db_to_power(bank[int(torch.randint(len(bank), ()))])
         frames = power.shape[-1]
         other = torch.roll(other, int(torch.randint(other.shape[-1], ())), dims=-1)
         other = other.repeat(1, -(-frames // other.shape[-1]))[:, :frames]
@@ -334,5 +339,6 @@ class RecordingConditions:
 
     def __repr__(self) -> str:
         backgrounds = "" if self.backgrounds is None else f", backgrounds={len(self.backgrounds)}"
+        backgrounds += "" if self.babble is None else f", babble={len(self.babble)}"
         rooms = "" if self.rooms is None else f", rooms={np.shape(self.rooms)[1]} per clip"
         return f"RecordingConditions(p={self.p:.3g}, drr_db={self.drr_db}{backgrounds}{rooms})"

@@ -31,7 +31,8 @@ from train.datasets import LogMelImages
 from train.engine import seed_everything
 from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
-from train.augment import RecordingConditions, build_mix
+from train.augment import SNR_DB, RecordingConditions, build_mix
+from train.babble import babble_log_mels
 from train.rooms import reverberant_log_mels
 from train.specaugment import spec_augment
 
@@ -63,6 +64,7 @@ class MelCNNConfig(TrainingConfig):
     room_drr_db: tuple = (-3.0, 12.0)  # direct-to-reverberant ratios of the simulated rooms
     background_clips: bool = False  # other training clips as backgrounds, one more recording condition
     room_copies: int = 0  # copies of each training clip in image-source rooms (train.rooms); 0 = rooms on mel power
+    babble: int = 0  # clips of synthetic speech babble (train.babble), one more recording condition; 0 = none
     cache_dir: str | None = None
 
     def __post_init__(self):
@@ -75,8 +77,10 @@ class MelCNNConfig(TrainingConfig):
         if self.background_clips and not self.conditions:
             raise ValueError("--background-clips is one of the recording conditions: it needs --conditions > 0")
         check_range("--room-copies", self.room_copies, 0)
-        if self.room_copies and not self.conditions:
-            raise ValueError("--room-copies is one of the recording conditions: it needs --conditions > 0")
+        check_range("--babble", self.babble, 0)
+        for flag, value in (("--room-copies", self.room_copies), ("--babble", self.babble)):
+            if value and not self.conditions:
+                raise ValueError(f"{flag} is one of the recording conditions: it needs --conditions > 0")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
@@ -179,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train MelCNN (log-mel images, from scratch) on ESC-50. The defaults reproduce the README numbers.")
     d = MelCNNConfig()
     add_common_args(parser, d)
+    snr_range = f"{SNR_DB[0]:g}-{SNR_DB[1]:g} dB"
     group = parser.add_argument_group("MelCNN")
     group.add_argument("--widths", type=widths_arg, default=d.widths, metavar="C1,C2,...",
                        help="channels of each stage")
@@ -198,10 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="direct-to-reverberant ratios of the simulated rooms (dB; lower = farther from the source; "
                             "write --room-drr-db=-15,10 when LOW is negative)")
     group.add_argument("--background-clips", action=argparse.BooleanOptionalAction, default=d.background_clips,
-                       help="with probability P, another training clip in the background at 5-30 dB SNR, label unchanged")
+                       help=f"with probability P, another training clip in the background at {snr_range} SNR, "
+                            "label unchanged")
     group.add_argument("--room-copies", type=int, default=d.room_copies, metavar="K",
                        help="hear each training clip in K image-source rooms (convolved once, before training) "
                             "instead of reverberation simulated on mel power (0)")
+    group.add_argument("--babble", type=int, default=d.babble, metavar="N",
+                       help=f"with probability P, one of N 5-s clips of synthetic speech babble (train.babble) in the "
+                            f"background at {snr_range} SNR, label unchanged (0 = off)")
     group.add_argument("--cache-dir", default=d.cache_dir, help="log-mel cache folder (default <dataset>/cache)")
     return parser
 
@@ -233,9 +242,10 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
             rooms = reverberant_log_mels(paths, frontend, config.room_copies, run.seed, progress=not config.no_progress)
             print(f"{len(paths)} training clips heard in {config.room_copies} rooms each "
                   f"in {time.perf_counter() - started:.0f} s")
+        babble = babble_log_mels(frontend, config.babble, run.seed) if config.babble else None
         train_set.conditions = RecordingConditions(frontend, p=config.conditions, drr_db=config.room_drr_db,
                                                    backgrounds=train_set.log_mels if config.background_clips else None,
-                                                   rooms=rooms)
+                                                   babble=babble, rooms=rooms)
     datasets = (train_set, images(split.valid_folds) if split.valid_folds else None, images((split.test_fold,)))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
                           input_spec=input_spec, datasets=datasets, augment=augment, mix=mix)
