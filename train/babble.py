@@ -105,7 +105,7 @@ def babble(rng: np.random.Generator, samples: int, rate: int, talkers: Talkers =
 
 def babble_log_mels(frontend: FrontEnd, count: int, seed: int, talkers: Talkers = Talkers()) -> np.ndarray:
     """(count, n_mels, n_frames) float32 dB log-mels (as train.data.cache stores them) of ``count`` clips of
-    babble, drawn from ``seed``: a few seconds for 64 clips."""
+    babble, drawn from ``seed``: about 20 s for 64 clips."""
     if count < 1:
         raise ValueError(f"count must be positive, not {count}")
     rate, samples = frontend.sample_rate, frontend.clip_samples

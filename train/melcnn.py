@@ -222,9 +222,11 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     split = run.split
     targets = np.array([c.target for c in clips])
 
-    def images(folds, transform=None):
-        index = [i for i, c in enumerate(clips) if c.fold in folds]
-        return LogMelImages(log_mels[index], targets[index], frontend, transform)
+    def rows(folds) -> list:
+        return [i for i, c in enumerate(clips) if c.fold in folds]
+
+    def images(rows, transform=None):
+        return LogMelImages(log_mels[rows], targets[rows], frontend, transform)
 
     augment = build_augment(config, frontend)
     mix = build_mix(config)
@@ -233,20 +235,26 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
-    train_set = images(split.train_folds, augment)
+    train_rows = rows(split.train_folds)
+    train_set = images(train_rows, augment)
     if config.conditions:  # the backgrounds are the training clips themselves
         rooms = None
         if config.room_copies:
-            paths = [c.path for c in clips if c.fold in split.train_folds]
+            paths = [clips[i].path for i in train_rows]  # the rooms' rows are the training set's
             started = time.perf_counter()
             rooms = reverberant_log_mels(paths, frontend, config.room_copies, run.seed, progress=not config.no_progress)
             print(f"{len(paths)} training clips heard in {config.room_copies} rooms each "
                   f"in {time.perf_counter() - started:.0f} s")
-        babble = babble_log_mels(frontend, config.babble, run.seed) if config.babble else None
+        babble = None
+        if config.babble:
+            started = time.perf_counter()
+            babble = babble_log_mels(frontend, config.babble, run.seed)
+            print(f"{config.babble} clips of synthetic babble in {time.perf_counter() - started:.0f} s")
         train_set.conditions = RecordingConditions(frontend, p=config.conditions, drr_db=config.room_drr_db,
                                                    backgrounds=train_set.log_mels if config.background_clips else None,
                                                    babble=babble, rooms=rooms)
-    datasets = (train_set, images(split.valid_folds) if split.valid_folds else None, images((split.test_fold,)))
+    datasets = (train_set, images(rows(split.valid_folds)) if split.valid_folds else None,
+                images(rows((split.test_fold,))))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
                           input_spec=input_spec, datasets=datasets, augment=augment, mix=mix)
     return train_single_stage(trainer, model, config, run)
