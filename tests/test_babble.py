@@ -7,7 +7,7 @@ import torch
 from scipy.signal import freqz
 
 from train.augment import RecordingConditions
-from train.babble import Talkers, babble, babble_log_mels, resonator, talker
+from train.babble import Talkers, babble, babble_log_mels, glottal_flow, resonator, talker
 from train.melcnn import FRONTEND
 
 RATE = 22050
@@ -18,6 +18,14 @@ def test_a_resonator_peaks_at_its_frequency_with_unit_gain_at_0_hz():
     freqs, response = freqz(b, a, worN=8192, fs=RATE)
     assert abs(response[0]) == pytest.approx(1.0)
     assert freqs[np.argmax(np.abs(response))] == pytest.approx(700.0, abs=10.0)
+
+
+def test_the_glottal_pulse_opens_closes_and_stays_shut():
+    phase = np.linspace(0, 2, 2001)[:-1]  # two periods
+    flow = glottal_flow(phase, opening=0.4, closing=0.16)
+    assert flow.min() == 0.0 and flow.max() == pytest.approx(1.0) and flow[np.argmax(flow)] == flow[400]
+    assert np.all(flow[(phase % 1) >= 0.56] == 0.0) and np.all(flow[((phase % 1) > 0) & ((phase % 1) < 0.56)] > 0)
+    assert np.allclose(flow[:1000], flow[1000:])
 
 
 def test_a_talker_is_voiced_at_its_pitch():

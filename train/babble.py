@@ -6,8 +6,9 @@ the robustness benchmark's babble at 10 dB SNR costs the MelCNN recipe 34-38 poi
 condition. Other training clips as backgrounds did not move it (docs/experiments.md): what the model has
 to learn to ignore is speech's own structure, a harmonic voice whose resonances move syllable by syllable.
 
-The talkers come from a small formant synthesiser written here (a sawtooth voice with pitch glides through a
-cascade of five formant resonators that glide, fricative noise before some syllables, pauses), drawn from the run's seed.
+The talkers come from a small formant synthesiser written here (Rosenberg glottal pulses with pitch glides and
+jitter through a cascade of five gliding formant resonators; fricatives, stops and pauses between syllables),
+drawn from the run's seed.
 The benchmark's babble is espeak-ng's, so the benchmark still measures speech the model never heard.
 """
 from __future__ import annotations
@@ -28,9 +29,10 @@ class Talkers:
     count: tuple = (2, 8)  # talkers at once, inclusive
     f0_hz: tuple = (85.0, 255.0)  # a talker's mean pitch, log-uniform: low male to child
     tract_scale: tuple = (0.85, 1.2)  # formant frequencies scaled: long vocal tracts to short
-    syllable_s: tuple = (0.08, 0.3)  # voiced part of a syllable
-    pause_p: float = 0.15  # chance of a pause of 0.1-0.6 s after a syllable
-    fricative_p: float = 0.4  # chance that a syllable starts with a fricative
+    syllable_s: tuple = (0.06, 0.22)  # voiced part of a syllable: four to eight a second, as people talk
+    pause_p: float = 0.12  # chance of a pause of 0.1-0.6 s after a syllable
+    fricative_p: float = 0.3  # chance that a syllable starts with a fricative (s, sh, f)
+    stop_p: float = 0.35  # chance that it starts with a stop (a closure, then a burst: p, t, k)
     level_db: float = 6.0  # the talkers' levels spread by +- this
 
 
@@ -41,15 +43,29 @@ def resonator(frequency: float, bandwidth: float, rate: int) -> tuple:
     return np.array([a.sum()]), a
 
 
+def glottal_flow(phase: np.ndarray, opening: float = 0.4, closing: float = 0.16) -> np.ndarray:
+    """Rosenberg's glottal pulse at each ``phase`` (in periods): the folds open over ``opening`` of the period,
+    close over ``closing``, and stay shut for the rest. Its spectrum falls by 12 dB per octave: a voice, not
+    the buzz of a sawtooth."""
+    p = phase % 1.0
+    rising = 0.5 * (1 - np.cos(np.pi * np.minimum(p, opening) / opening))
+    falling = np.cos(0.5 * np.pi * np.clip(p - opening, 0, closing) / closing)
+    return np.where(p < opening, rising, np.where(p < opening + closing, falling, 0.0))
+
+
 def _vowel(rng: np.random.Generator, n: int, f0: float, scale: float, rate: int, block: int = 220) -> np.ndarray:
-    """``n`` samples of a voiced syllable: a pitch glide through five formants that move from a consonant's
-    locus to a random vowel over the first half of the syllable (filtered in blocks of ``block`` samples while they move)."""
+    """``n`` samples of a voiced syllable at unit RMS: a pitch glide with jitter through five formants that
+    move from a consonant's locus to a random vowel over the first part of the syllable (filtered in blocks
+    of ``block`` samples while they move)."""
     from scipy.signal import lfilter
     from scipy.signal.windows import tukey
 
-    f_start, f_end = f0 * 2 ** rng.normal(0, 0.12, size=2)
-    phase = rng.uniform() + np.cumsum(np.linspace(f_start, f_end, n)) / rate
-    voice = 2 * (phase % 1.0) - 1 + rng.normal(0, 0.05, n)  # sawtooth (-6 dB per octave) and breath
+    f_start, f_end = f0 * 2 ** rng.normal(0, 0.15, size=2)
+    knots = np.arange(0, n + 40, 40)  # pitch wanders by about 2 % every 2 ms
+    jitter = 1 + 0.02 * np.interp(np.arange(n), knots, rng.normal(size=len(knots)))
+    flow = glottal_flow(rng.uniform() + np.cumsum(np.linspace(f_start, f_end, n) * jitter) / rate)
+    flow = flow + 0.1 * flow * rng.normal(size=n)  # breath, loudest while the folds are open
+    voice = np.diff(flow, prepend=flow[0])  # the lips radiate the flow's derivative (+6 dB per octave)
     f1 = rng.uniform(250, 850)
     f2 = rng.uniform(max(f1 + 250, 700), 2500)
     f3 = rng.uniform(max(f2 + 300, 2200), 3400)
@@ -66,7 +82,8 @@ def _vowel(rng: np.random.Generator, n: int, f0: float, scale: float, rate: int,
         for k, (frequency, bandwidth) in enumerate(zip(locus + (vowel - locus) * progress, bandwidths)):
             piece, states[k] = lfilter(*resonator(min(frequency, 0.45 * rate), bandwidth, rate), piece, zi=states[k])
         out[start:stop] = piece
-    return lfilter([1.0, -0.7], [1.0], out) * tukey(n, 0.6)  # the lips radiate: a gentle high-frequency lift
+    out = out * tukey(n, 0.5)
+    return out / max(np.sqrt(np.mean(out ** 2)), 1e-12)
 
 
 def _fricative(rng: np.random.Generator, n: int, rate: int) -> np.ndarray:
@@ -88,7 +105,11 @@ def talker(rng: np.random.Generator, samples: int, rate: int, talkers: Talkers =
         if rng.uniform() < talkers.fricative_p:
             hiss = _fricative(rng, int(rng.uniform(0.03, 0.12) * rate), rate)
             parts.append(hiss * 10 ** (rng.uniform(-15, -3) / 20))
-        parts.append(_vowel(rng, int(rng.uniform(*talkers.syllable_s) * rate), f0, scale, rate))
+        elif rng.uniform() < talkers.stop_p:
+            burst = _fricative(rng, int(rng.uniform(0.005, 0.02) * rate), rate)
+            parts += [np.zeros(int(rng.uniform(0.02, 0.07) * rate)), burst * 10 ** (rng.uniform(-10, 0) / 20)]
+        stress = 10 ** (rng.uniform(-8, 0) / 20)
+        parts.append(stress * _vowel(rng, int(rng.uniform(*talkers.syllable_s) * rate), f0, scale, rate))
         if rng.uniform() < talkers.pause_p:
             parts.append(np.zeros(int(rng.uniform(0.1, 0.6) * rate)))
     wave = np.concatenate(parts)[:samples]
