@@ -237,9 +237,10 @@ def db_to_power(log_mel_db) -> torch.Tensor:
 class RecordingConditions:
     """How a device might have recorded the clip, simulated on its log-mel (dB relative to the clip's maximum,
     as train.data.cache stores it): another sound in the background (one of ``backgrounds``, when given), speech
-    babble in the background (one of ``babble``, from train.babble, when given), room reverberation (with ``rooms``, one of the clip's copies heard in image-source rooms, from train.rooms),
-    background noise, and a microphone's band and colour, each with probability ``p``. Returns
-    the dB log-mel of the result, relative to its own maximum again.
+    babble in the background (one of ``babble``, from train.babble, when given), room reverberation (with
+    ``rooms``, one of the clip's copies heard in image-source rooms, from train.rooms), background noise, and a
+    microphone's band and colour, each with probability ``p``. Returns the dB log-mel of the result, relative
+    to its own maximum again.
 
     It works on mel power, not waveforms, so it reuses the feature cache and costs about a millisecond per
     clip. Reverberation is an exponential power decay per band (RT60 shorter at high frequencies) added at

@@ -36,6 +36,10 @@ class Talkers:
     level_db: float = 6.0  # the talkers' levels spread by +- this
 
 
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    return x / max(np.sqrt(np.mean(x ** 2)), 1e-12)
+
+
 def resonator(frequency: float, bandwidth: float, rate: int) -> tuple:
     """(b, a) of a two-pole resonance with unit gain at 0 Hz (Klatt's cascade formant synthesiser)."""
     r = np.exp(-np.pi * bandwidth / rate)
@@ -82,12 +86,11 @@ def _vowel(rng: np.random.Generator, n: int, f0: float, scale: float, rate: int,
         for k, (frequency, bandwidth) in enumerate(zip(locus + (vowel - locus) * progress, bandwidths)):
             piece, states[k] = lfilter(*resonator(min(frequency, 0.45 * rate), bandwidth, rate), piece, zi=states[k])
         out[start:stop] = piece
-    out = out * tukey(n, 0.5)
-    return out / max(np.sqrt(np.mean(out ** 2)), 1e-12)
+    return _unit_rms(out * tukey(n, 0.5))
 
 
-def _fricative(rng: np.random.Generator, n: int, rate: int) -> np.ndarray:
-    """``n`` samples of hiss in a random high band (s, sh, f, h)."""
+def _hiss(rng: np.random.Generator, n: int, rate: int) -> np.ndarray:
+    """``n`` samples of hiss in a random high band: a fricative (s, sh, f), or a stop's burst when short."""
     from scipy.signal import butter, sosfilt
     from scipy.signal.windows import tukey
 
@@ -103,17 +106,16 @@ def talker(rng: np.random.Generator, samples: int, rate: int, talkers: Talkers =
     parts = [np.zeros(int(rng.uniform(0, 0.5) * rate))]  # talkers do not start together
     while sum(len(p) for p in parts) < samples:
         if rng.uniform() < talkers.fricative_p:
-            hiss = _fricative(rng, int(rng.uniform(0.03, 0.12) * rate), rate)
+            hiss = _hiss(rng, int(rng.uniform(0.03, 0.12) * rate), rate)
             parts.append(hiss * 10 ** (rng.uniform(-15, -3) / 20))
         elif rng.uniform() < talkers.stop_p:
-            burst = _fricative(rng, int(rng.uniform(0.005, 0.02) * rate), rate)
+            burst = _hiss(rng, int(rng.uniform(0.005, 0.02) * rate), rate)
             parts += [np.zeros(int(rng.uniform(0.02, 0.07) * rate)), burst * 10 ** (rng.uniform(-10, 0) / 20)]
         stress = 10 ** (rng.uniform(-8, 0) / 20)
         parts.append(stress * _vowel(rng, int(rng.uniform(*talkers.syllable_s) * rate), f0, scale, rate))
         if rng.uniform() < talkers.pause_p:
             parts.append(np.zeros(int(rng.uniform(0.1, 0.6) * rate)))
-    wave = np.concatenate(parts)[:samples]
-    return wave / max(np.sqrt(np.mean(wave ** 2)), 1e-12)
+    return _unit_rms(np.concatenate(parts)[:samples])
 
 
 def babble(rng: np.random.Generator, samples: int, rate: int, talkers: Talkers = Talkers()) -> np.ndarray:

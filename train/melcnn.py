@@ -237,7 +237,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
     train_rows = rows(split.train_folds)
     train_set = images(train_rows, augment)
-    if config.conditions:  # the backgrounds are the training clips themselves
+    if config.conditions:
         rooms = None
         if config.room_copies:
             paths = [clips[i].path for i in train_rows]  # the rooms' rows are the training set's
