@@ -9,9 +9,10 @@ import torch
 
 import export.to_onnx as to_onnx
 from edge.classifier import Classifier
+from edge.frontend import a_weighting_db, mel_band_edges_hz
 from edge.metadata import LOG_MEL_IMAGE
 from train import crop_averaging, weight_average
-from train.augment import RecordingConditions
+from train.augment import BetweenClassMel, RecordingConditions, build_mix
 from train.crop_averaging import crop_average
 from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, build_augment, build_parser,
                           widths_arg)
@@ -142,6 +143,61 @@ def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off(
         configure(["--babble", "-2"])
     with pytest.raises(ValueError, match="--babble .* needs --conditions > 0"):
         configure(["--babble", "64", "--conditions", "0"])
+
+
+def band_image(band: int, level_db: float, frames: int = 40) -> torch.Tensor:
+    """A (1, 64, frames) image of one mel band at ``level_db`` over a floor 80 dB below the image's maximum."""
+    db = np.full((FRONTEND.n_mels, frames), -FRONTEND.top_db, np.float32)
+    db[band] = level_db
+    return torch.from_numpy(FRONTEND.image(db - db.max()))
+
+
+def test_between_class_on_mel_power_mixes_at_the_perceived_ratio():
+    mix = BetweenClassMel(FRONTEND)
+    centres = [1000.0 * 2 ** k for k in (-3, 2)]  # 125 Hz and 4 kHz: A-weighting differs by 17 dB
+    edges = mel_band_edges_hz(FRONTEND.n_mels, FRONTEND.fmin, FRONTEND.fmax)[1:-1]
+    bands = [int(np.argmin(abs(edges - c))) for c in centres]
+    batch = torch.stack([band_image(bands[0], 0.0), band_image(bands[1], 0.0)])
+    for seed in range(20):
+        torch.manual_seed(seed)
+        mixed, partner, ratio = mix(batch)
+        if partner.tolist() == [1, 0]:
+            break
+    power = mix.power(mixed)
+    weight = 10 ** (a_weighting_db(edges[bands]) / 10)
+    own, other = (power[0, b].mean().item() * w for b, w in zip(bands, weight))
+    r = ratio[0].item()
+    # the A-weighted sounds stand in the ratio r : 1 - r in amplitude, whatever their own levels
+    assert 10 * np.log10(own / other) == pytest.approx(20 * np.log10(r / (1 - r)), abs=0.05)
+    assert mixed.shape == batch.shape and mixed.dtype == batch.dtype
+    assert float(power.amax(dim=(-2, -1)).min()) == pytest.approx(1.0)  # relative to the mix's maximum again
+
+
+def test_between_class_on_mel_power_leaves_a_clip_mixed_with_itself_unchanged():
+    db = np.random.default_rng(0).uniform(-60, 0, (64, 30)).astype(np.float32)
+    image = FRONTEND.image(db - db.max())
+    batch = torch.from_numpy(np.stack([image] * 4))
+    torch.manual_seed(0)
+    mixed, _, _ = BetweenClassMel(FRONTEND)(batch)
+    torch.testing.assert_close(mixed, batch, atol=1e-4, rtol=0)
+
+
+def test_melcnn_mixes_images_by_mixup_or_by_mel_power():
+    assert repr(build_mix(configure([]), frontend=FRONTEND)) == "Mixup(alpha=1.0)"
+    assert isinstance(build_mix(configure(["--mix", "between-class"]), frontend=FRONTEND), BetweenClassMel)
+    assert build_mix(configure(["--mix", "none"]), frontend=FRONTEND) is None
+
+
+def test_a_melcnn_run_trains_with_between_class_mixing(fake_esc50, tmp_path):
+    from train.melcnn import main
+
+    runs = tmp_path / "runs"
+    argv = ["--data", str(fake_esc50), "--out", str(runs), "--device", "cpu", "--no-progress", "--epochs", "1",
+            "--batch-size", "4", "--widths", "4", "--mix", "between-class"]
+    assert main(argv) == 0
+    (run,) = runs.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["mix"] == "BetweenClassMel()" and np.isfinite(metrics["epochs"][0]["train_loss"])
 
 
 def untrained_run(run: Path) -> Path:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import Compose
 
-from edge.frontend import mel_band_edges_hz, mel_filterbank, sound_level_db
+from edge.frontend import a_weighting_db, mel_band_edges_hz, mel_filterbank, sound_level_db
 
 
 def _uniform(low: float, high: float) -> float:
@@ -126,6 +126,12 @@ class RandomApply:
         return f"RandomApply({[type(t).__name__ for t in self.transforms]}, p={self.p})"
 
 
+def _perceived_weight(level_db: torch.Tensor, partner_level_db: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """Amplitude weight p of the own sound, (1 - p) of the partner's, so that the mix sounds like ratio : 1 - ratio
+    for sounds at these levels (Tokozume et al. 2018): p = 1 / (1 + 10^((G1 - G2) / 20) * (1 - r) / r)."""
+    return 1 / (1 + 10 ** ((level_db - partner_level_db) / 20) * (1 - ratio) / ratio)
+
+
 class BetweenClass:
     """Between-class learning for sounds (Tokozume, Ushiku & Harada 2018), a mixup for waveforms.
 
@@ -146,12 +152,60 @@ class BetweenClass:
         ratio = torch.rand(n).to(x.device)
         partner = torch.randperm(n).to(x.device)
         level = torch.from_numpy(sound_level_db(x.detach().cpu().numpy(), self.sample_rate)).to(x.device)
-        p = 1 / (1 + 10 ** ((level - level[partner]) / 20) * (1 - ratio) / ratio)
-        p = p.view(n, *[1] * (x.dim() - 1))
+        p = _perceived_weight(level, level[partner], ratio).view(n, *[1] * (x.dim() - 1))
         return (p * x + (1 - p) * x[partner]) / torch.sqrt(p ** 2 + (1 - p) ** 2), partner, ratio
 
     def __repr__(self) -> str:
         return f"BetweenClass(sample_rate={self.sample_rate})"
+
+
+class BetweenClassMel:
+    """Between-class learning on log-mel images: :class:`BetweenClass`, with the sounds added as mel power.
+
+    mixup of dB images averages their logarithms, which no two sounds heard together produce; heard
+    together, sounds add their power. Each image (the front end's dB relative to its maximum, scaled and
+    normalised) is turned back into mel power, weighted by p^2 and (1 - p)^2 with p from the clips'
+    A-weighted loudest-frame levels, so that the mix sounds like r : 1 - r, added to a shuffled partner's
+    and turned into an image again, relative to the mix's maximum. r ~ U(0, 1) per clip; the label is
+    r * own + (1 - r) * partner's. Called like :class:`Mixup`: returns (mixed batch, partner index, r).
+    """
+
+    def __init__(self, frontend):
+        self.top_db = float(frontend.top_db)
+        self.mean = torch.tensor(frontend.mean, dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(frontend.std, dtype=torch.float32)[:, None, None]
+        centres = mel_band_edges_hz(frontend.n_mels, frontend.fmin, frontend.fmax)[1:-1]
+        self.a_weight = torch.tensor(10 ** (a_weighting_db(centres) / 10), dtype=torch.float32)[:, None]
+
+    def power(self, images: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, mels, frames) images -> (batch, mels, frames) mel power relative to each maximum."""
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        db = ((images[:, 0] * std[0] + mean[0]) - 1) * self.top_db
+        return 10 ** (db.clamp(-self.top_db, 0) / 10)
+
+    def images(self, power: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`power` for mel power at any scale: dB relative to each maximum, floored."""
+        peak = power.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+        db = (10 * torch.log10(power.clamp_min(1e-30) / peak)).clamp_min(-self.top_db)
+        mean, std = self.mean.to(power.device), self.std.to(power.device)
+        return ((db / self.top_db + 1)[:, None] - mean) / std
+
+    def level_db(self, power: torch.Tensor) -> torch.Tensor:
+        """A-weighted power of each clip's loudest frame, in dB (the frame-level rule of sound_level_db)."""
+        return 10 * torch.log10((power * self.a_weight.to(power.device)).sum(dim=-2).amax(dim=-1).clamp_min(1e-30))
+
+    def __call__(self, x: torch.Tensor):
+        n = x.shape[0]
+        ratio = torch.rand(n).to(x.device)
+        partner = torch.randperm(n).to(x.device)
+        power = self.power(x.float())
+        level = self.level_db(power)
+        p = _perceived_weight(level, level[partner], ratio)[:, None, None]
+        mixed = self.images(p ** 2 * power + (1 - p) ** 2 * power[partner])
+        return mixed.to(x.dtype), partner, ratio
+
+    def __repr__(self) -> str:
+        return "BetweenClassMel()"
 
 
 class Mixup:
@@ -174,10 +228,11 @@ class Mixup:
         return f"Mixup(alpha={self.alpha})"
 
 
-def build_mix(config, sample_rate: int | None = None):
-    """The batch mixing ``config.mix`` names (between-class learning needs the waveforms' ``sample_rate``), or None."""
+def build_mix(config, sample_rate: int | None = None, frontend=None):
+    """The batch mixing ``config.mix`` names, or None. Between-class learning mixes waveforms at ``sample_rate``,
+    or, given the log-mel ``frontend`` that made the images, mel power."""
     if config.mix == "between-class":
-        return BetweenClass(sample_rate)
+        return BetweenClass(sample_rate) if frontend is None else BetweenClassMel(frontend)
     if config.mix == "mixup":
         return Mixup(config.mixup_alpha)
     return None

@@ -13,7 +13,8 @@ from typing import ClassVar
 
 from train.engine import PRECISIONS
 
-MIX_HELP = {"between-class": "level-aware waveform mixing, ratio ~ U(0, 1), Tokozume et al. 2018",
+MIX_HELP = {"between-class": "sounds added at a perceived ratio ~ U(0, 1), as waveforms or as mel power, "
+                             "Tokozume et al. 2018",
             "mixup": "Zhang et al. 2018", "none": "no mixing"}
 
 

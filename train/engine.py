@@ -24,8 +24,8 @@ validation accuracy; with no validation folds it keeps the last epoch).
 ``ema`` (a decay per step, e.g. 0.999; 0 = off) keeps an exponential moving average of the weights and
 BatchNorm statistics beside the model; that average is what is validated, selected and saved.
 
-``mix`` (train.augment.Mixup, or train.augment.BetweenClass for waveforms) mixes each training batch
-with a shuffled copy of itself; the loss is cross-entropy against the mixed label distribution.
+``mix`` (train.augment.Mixup; BetweenClass for waveforms, BetweenClassMel for log-mel images) mixes each
+training batch with a shuffled copy of itself; the loss is cross-entropy against the mixed label distribution.
 
 Mixed precision (``precision``): ``auto`` trains in float16 with loss scaling on CUDA and in
 bfloat16 on CPUs with native bfloat16 (AVX512-BF16 or AMX), else in float32; weights, optimizer

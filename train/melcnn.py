@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -46,6 +47,8 @@ WIDTHS, DROPOUT, POOLING = (24, 48, 96, 192), 0.3, "mean+max"
 @dataclass(frozen=True)
 class MelCNNConfig(TrainingConfig):
     """The MelCNN recipe; its defaults are the settings of the run behind the README's numbers."""
+
+    MIXES: ClassVar[tuple] = ("mixup", "between-class", "none")
 
     epochs: int = 150
     lr: float = 3e-3
@@ -229,7 +232,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
         return LogMelImages(log_mels[rows], targets[rows], frontend, transform)
 
     augment = build_augment(config, frontend)
-    mix = build_mix(config)
+    mix = build_mix(config, frontend=frontend)
     model_kwargs = {"n_classes": len(class_names(clips)), "widths": list(config.widths), "dropout": config.dropout,
                     "pooling": config.pooling, "in_channels": frontend.channels}
     model = MelCNN(**model_kwargs)
