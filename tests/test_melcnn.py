@@ -12,7 +12,7 @@ from edge.classifier import Classifier
 from edge.frontend import a_weighting_db, mel_band_edges_hz
 from edge.metadata import LOG_MEL_IMAGE
 from train import crop_averaging, weight_average
-from train.augment import BetweenClassMel, RecordingConditions, build_mix
+from train.augment import BetweenClassMel, MelSpeedChange, RecordingConditions, build_mix
 from train.crop_averaging import crop_average
 from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, build_augment, build_parser,
                           widths_arg)
@@ -60,7 +60,8 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     defaults = configure([])
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
-    added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0}
+    added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0,
+                   "speed": 1.0}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -117,7 +118,7 @@ def test_random_time_crop_pads_short_images_with_their_floor():
     assert out.shape == (1, 4, 108) and torch.equal(out[..., 50:], torch.full((1, 4, 58), -1.0))
 
 
-def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off():
+def test_augmentation_is_speed_crop_then_the_books_masks_and_each_can_be_switched_off():
     default = build_augment(configure([]), FRONTEND)
     crop, masks = default.transforms
     assert isinstance(crop, RandomTimeCrop) and crop.frames == 108  # 2.5 s at 22050 Hz, hop 512
@@ -143,6 +144,10 @@ def test_augmentation_is_crop_then_the_books_masks_and_each_can_be_switched_off(
         configure(["--babble", "-2"])
     with pytest.raises(ValueError, match="--babble .* needs --conditions > 0"):
         configure(["--babble", "64", "--conditions", "0"])
+    with pytest.raises(ValueError, match="--speed must be >= 1, not 0.8"):
+        configure(["--speed", "0.8"])
+    speed, crop, masks = build_augment(configure(["--speed", "1.25"]), FRONTEND).transforms
+    assert isinstance(speed, MelSpeedChange) and speed.max_speed == 1.25 and isinstance(crop, RandomTimeCrop)
 
 
 def band_image(band: int, frames: int = 40) -> torch.Tensor:
@@ -150,6 +155,27 @@ def band_image(band: int, frames: int = 40) -> torch.Tensor:
     db = np.full((FRONTEND.n_mels, frames), -FRONTEND.top_db, np.float32)
     db[band] = 0.0
     return torch.from_numpy(FRONTEND.image(db))
+
+
+def test_a_speed_change_moves_a_tone_up_in_pitch_and_its_onset_earlier():
+    """A tone at 2 kHz from frame 100 to 140, played 1.25 times as fast, is at 2.5 kHz from frame 80 to 112."""
+    centres = mel_band_edges_hz(FRONTEND.n_mels, FRONTEND.fmin, FRONTEND.fmax)[1:-1]
+    image = torch.full((1, 64, 216), -2.0)
+    image[0, int(np.argmin(abs(centres - 2000))), 100:140] = 2.0
+    speed_change = MelSpeedChange(FRONTEND, max_speed=1.25)
+    for speed, pitch_hz, onset, offset in ((1.25, 2500, 80, 112), (0.8, 1600, 125, 175)):
+        out = speed_change.play(image, speed)
+        assert out.shape == image.shape and out.min() == -2.0
+        loud_band = int(out[0].amax(dim=1).argmax())
+        assert abs(centres[loud_band] - pitch_hz) < (centres[loud_band + 1] - centres[loud_band - 1]) / 2
+        loud = torch.nonzero(out[0, loud_band] > 0).flatten()
+        assert abs(int(loud[0]) - onset) <= 1 and abs(int(loud[-1]) - offset) <= 1
+    assert torch.allclose(speed_change.play(image, 1.0), image)
+    faster = speed_change.play(image, 1.25)
+    assert torch.equal(faster[..., 173:], torch.full((1, 64, 43), -2.0))  # after the clip's end: silence
+    for seed in range(20):
+        torch.manual_seed(seed)
+        assert speed_change(image).shape == image.shape
 
 
 def test_between_class_on_mel_power_mixes_at_the_perceived_ratio():

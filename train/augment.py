@@ -208,6 +208,52 @@ class BetweenClassMel:
         return "BetweenClassMel()"
 
 
+def _resample_axis(x: torch.Tensor, positions: torch.Tensor, axis: int, fill: float) -> torch.Tensor:
+    """``x`` read at fractional ``positions`` along ``axis`` (linear interpolation); NaN positions give ``fill``."""
+    x = x.movedim(axis, -1)
+    outside = torch.isnan(positions)
+    positions = positions.nan_to_num(0.0).clamp(0, x.shape[-1] - 1)
+    low = positions.floor().long()
+    high = (low + 1).clamp_max(x.shape[-1] - 1)
+    share = (positions - low).to(x.dtype)
+    out = x[..., low] * (1 - share) + x[..., high] * share
+    return out.masked_fill(outside, fill).movedim(-1, axis)
+
+
+class MelSpeedChange:
+    """Play the clip faster or slower, on its (channels, mels, frames) log-mel image: pitch and tempo move
+    together, as in a resampled recording (EnvNet-v2's scale augmentation; AudioNet's :class:`SpeedChange`).
+
+    At speed s, what the clip had at f Hz and t s is heard at s * f Hz and t / s s: band k takes the image at
+    the frequency centre_k / s, frame j the image at frame j * s, both by linear interpolation. What comes
+    from above the top band or after the clip's end is silence (the image's minimum), as zero-padding is for
+    SpeedChange; the image keeps its size. s is log-uniform in [1 / max_speed, max_speed].
+    """
+
+    def __init__(self, frontend, max_speed: float = 1.25):
+        if max_speed < 1:
+            raise ValueError(f"max_speed must be at least 1, not {max_speed}")
+        self.max_speed = float(max_speed)
+        self.centres = mel_band_edges_hz(frontend.n_mels, frontend.fmin, frontend.fmax)[1:-1]
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return self.play(image, float(np.exp(_uniform(-np.log(self.max_speed), np.log(self.max_speed)))))
+
+    def play(self, image: torch.Tensor, speed: float) -> torch.Tensor:
+        """``image`` as heard at ``speed`` (> 1 faster and higher)."""
+        source_hz = self.centres / speed
+        bands = np.interp(source_hz, self.centres, np.arange(len(self.centres)))  # below the lowest band: band 0
+        bands[source_hz > self.centres[-1]] = np.nan
+        frames = np.arange(image.shape[-1]) * speed
+        frames[frames > image.shape[-1] - 1] = np.nan
+        silence = float(image.min())
+        image = _resample_axis(image, torch.from_numpy(bands), -2, silence)
+        return _resample_axis(image, torch.from_numpy(frames), -1, silence)
+
+    def __repr__(self) -> str:
+        return f"MelSpeedChange(max_speed={self.max_speed:g})"
+
+
 class Mixup:
     """mixup (Zhang et al. 2018): x = lam * x + (1 - lam) * x[partner], lam ~ Beta(alpha, alpha) per batch.
 

@@ -32,7 +32,7 @@ from train.datasets import LogMelImages
 from train.engine import seed_everything
 from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
-from train.augment import SNR_DB, RecordingConditions, build_mix
+from train.augment import SNR_DB, MelSpeedChange, RecordingConditions, build_mix
 from train.babble import babble_log_mels
 from train.rooms import reverberant_log_mels
 from train.specaugment import spec_augment
@@ -58,6 +58,7 @@ class MelCNNConfig(TrainingConfig):
     widths: tuple = WIDTHS
     dropout: float = DROPOUT
     pooling: str = POOLING
+    speed: float = 1.0  # training clips played at a speed in [1 / speed, speed]; 1 = off
     crop_seconds: float = 2.5
     specaugment: bool = True
     specaugment_p: float = 0.5
@@ -72,6 +73,7 @@ class MelCNNConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_range("--speed", self.speed, 1)
         check_range("--crop-seconds", self.crop_seconds, 0)
         check_range("--specaugment-p", self.specaugment_p, 0, 1)
         check_range("--conditions", self.conditions, 0, 1)
@@ -153,8 +155,8 @@ class RandomTimeCrop:
 
 
 def build_augment(config: MelCNNConfig, frontend: FrontEnd):
-    """Crop, then the book's SpecAugment masks; None when both are off."""
-    chain = []
+    """Speed change, crop, then the book's SpecAugment masks; None when all are off."""
+    chain = [MelSpeedChange(frontend, config.speed)] if config.speed > 1 else []
     if config.crop_seconds:
         chain.append(RandomTimeCrop(round(config.crop_seconds * frontend.sample_rate / frontend.hop_length), frontend))
     if config.specaugment:
@@ -192,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="channels of each stage")
     group.add_argument("--dropout", type=float, default=d.dropout)
     group.add_argument("--pooling", choices=POOLINGS, default=d.pooling)
+    group.add_argument("--speed", type=float, default=d.speed, metavar="MAX",
+                       help="play training clips at a speed log-uniform in [1/MAX, MAX], pitch and tempo together "
+                            "(train.augment.MelSpeedChange, EnvNet-v2's scale augmentation; 1 = off)")
     group.add_argument("--crop-seconds", type=float, default=d.crop_seconds,
                        help="train on random crops of this length that contain the sound (0 = whole clips)")
     group.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=d.specaugment,
