@@ -1,6 +1,7 @@
 """Training augmentations, torch RNG only, so the engine's per-epoch seeding makes them reproducible:
 waveform transforms (tensors of shape (1, samples), switchable from the CLI with :func:`add_augment_args`),
-batch mixing (between-class learning, mixup), and recording conditions simulated on cached log-mels."""
+batch mixing (between-class learning, mixup), a speed change of log-mel images, and recording conditions
+simulated on cached log-mels."""
 from __future__ import annotations
 
 import argparse
