@@ -12,7 +12,7 @@ from edge.classifier import Classifier
 from edge.frontend import a_weighting_db, mel_band_edges_hz
 from edge.metadata import LOG_MEL_IMAGE
 from train import crop_averaging, weight_average
-from train.augment import BetweenClassMel, MelSpeedChange, RecordingConditions, build_mix
+from train.augment import BetweenClassMel, MelSpeedChange, RecordingConditions, TimeShift, build_mix
 from train.crop_averaging import crop_average
 from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, build_augment, build_parser,
                           widths_arg)
@@ -61,7 +61,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
     added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0,
-                   "speed": 1.0}
+                   "speed": 1.0, "shift": False}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -118,7 +118,7 @@ def test_random_time_crop_pads_short_images_with_their_floor():
     assert out.shape == (1, 4, 108) and torch.equal(out[..., 50:], torch.full((1, 4, 58), -1.0))
 
 
-def test_augmentation_is_speed_crop_then_the_books_masks_and_each_can_be_switched_off():
+def test_augmentation_is_speed_shift_crop_then_the_books_masks_and_each_can_be_switched_off():
     default = build_augment(configure([]), FRONTEND)
     crop, masks = default.transforms
     assert isinstance(crop, RandomTimeCrop) and crop.frames == 108  # 2.5 s at 22050 Hz, hop 512
@@ -148,6 +148,27 @@ def test_augmentation_is_speed_crop_then_the_books_masks_and_each_can_be_switche
         configure(["--speed", "0.8"])
     speed, crop, masks = build_augment(configure(["--speed", "1.25"]), FRONTEND).transforms
     assert isinstance(speed, MelSpeedChange) and speed.max_speed == 1.25 and isinstance(crop, RandomTimeCrop)
+    speed, shift, crop, masks = build_augment(configure(["--speed", "1.25", "--shift"]), FRONTEND).transforms
+    assert isinstance(shift, TimeShift) and shift.max_fraction == 0.5 and isinstance(crop, RandomTimeCrop)
+
+
+def test_the_shift_lets_a_crop_hold_what_the_clip_ends_with_before_its_onset():
+    """A sound at the very start of its clip (as ESC-50's usually are) never follows anything in a plain
+    crop; rolled, it follows the clip's own end, as it follows room tone in a listener's window."""
+    db = np.full((FRONTEND.n_mels, 216), -FRONTEND.top_db, np.float32)
+    db[10:20, :40] = 0.0  # a 40-frame sound in bands 10-19 at the clip's start, silence after it
+    image = torch.from_numpy(FRONTEND.image(db))
+    chain = build_augment(configure(["--shift", "--no-specaugment"]), FRONTEND)
+    torch.manual_seed(0)
+    onsets = []
+    for _ in range(200):
+        crop = chain(image)
+        loud = (crop[0, 10] == image.max()).nonzero().flatten()
+        assert crop.shape == (1, 64, 108) and len(loud) > 0  # still a crop that holds the sound
+        assert torch.equal(crop[0, :, loud[0]], image[0, :, 0])  # time moves, bands do not
+        onsets.append(int(loud[0]))
+    assert max(onsets) >= 60 and sum(o > 0 for o in onsets) > 50  # the sound often starts late in the crop
+    assert configure(["--no-shift"]).shift is False
 
 
 def band_image(band: int, frames: int = 40) -> torch.Tensor:

@@ -32,7 +32,7 @@ from train.datasets import LogMelImages
 from train.engine import seed_everything
 from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
-from train.augment import SNR_DB, MelSpeedChange, RecordingConditions, build_mix
+from train.augment import SNR_DB, MelSpeedChange, RecordingConditions, TimeShift, build_mix
 from train.babble import babble_log_mels
 from train.rooms import reverberant_log_mels
 from train.specaugment import spec_augment
@@ -59,6 +59,7 @@ class MelCNNConfig(TrainingConfig):
     dropout: float = DROPOUT
     pooling: str = POOLING
     speed: float = 1.0  # training clips played at a speed in [1 / speed, speed]; 1 = off
+    shift: bool = False  # roll each training image in time before the crop, as the listener's windows fall
     crop_seconds: float = 2.5
     specaugment: bool = True
     specaugment_p: float = 0.5
@@ -155,8 +156,10 @@ class RandomTimeCrop:
 
 
 def build_augment(config: MelCNNConfig, frontend: FrontEnd):
-    """Speed change, crop, then the book's SpecAugment masks; None when all are off."""
+    """Speed change, time shift, crop, then the book's SpecAugment masks; None when all are off."""
     chain = [MelSpeedChange(frontend, config.speed)] if config.speed > 1 else []
+    if config.shift:
+        chain.append(TimeShift())
     if config.crop_seconds:
         chain.append(RandomTimeCrop(round(config.crop_seconds * frontend.sample_rate / frontend.hop_length), frontend))
     if config.specaugment:
@@ -197,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--speed", type=float, default=d.speed, metavar="MAX",
                        help="play training clips at a speed log-uniform in [1/MAX, MAX], pitch and tempo together "
                             "(train.augment.MelSpeedChange, EnvNet-v2's scale augmentation; 1 = off)")
+    group.add_argument("--shift", action=argparse.BooleanOptionalAction, default=d.shift,
+                       help="roll each training clip's log-mel by up to half its length before the crop, so that a "
+                            "sound can start late in a crop, after what the clip ends with (AudioNet's TimeShift): "
+                            "the listener's windows cut sounds anywhere")
     group.add_argument("--crop-seconds", type=float, default=d.crop_seconds,
                        help="train on random crops of this length that contain the sound (0 = whole clips)")
     group.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=d.specaugment,
