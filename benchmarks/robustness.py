@@ -10,7 +10,9 @@ and babble from speech synthesis: no ESC-50 sound), 48-kHz stereo capture, or MP
 recording is written to a file and classified by ``edge.listen``'s own code (classify_file: the same
 reader, windows, silence gate and front end); its label is the class with the highest probability
 averaged over the windows the listener classified. A recording whose every window the gate calls
-silence counts as wrong, and as ``silenced``.
+silence counts as wrong, and as ``silenced``. Each clip's dataset file, classified the same way (one
+window, nothing around it), is the reference that shows what the listener's windows cost on the clean
+recording; it is not a condition and is not in the drops.
 
 The transforms use maintained libraries (scipy.signal, pyroomacoustics, audiomentations, soxr,
 ffmpeg); their seeds, rooms and noise are the benchmark's own, never a training augmentation's.
@@ -69,6 +71,9 @@ CONDITIONS = [
     Condition("48 kHz stereo", "stereo48k"),
     Condition("MP3 32 kbit/s", "mp3", 32),
 ]
+# Not a recording condition: the dataset's own file, one 5-s window with nothing around it. Against "clean" it
+# shows what the listener's windows cost (a sound cut off-centre), apart from any condition; not in the drops.
+DATASET_CLIP = Condition("dataset clip", "dataset")
 ROOMS = {0.3: [5.0, 4.0, 2.8], 0.8: [12.0, 9.0, 4.0]}  # RT60 (s) -> shoebox size (m)
 RIRS_PER_ROOM = 8
 
@@ -267,9 +272,12 @@ def run(models: list, clips: list, conditions: list, folder: Path, progress: boo
         rng = np.random.default_rng([SEED, i])
         base = recording(wave, rng)
         for condition in conditions:
-            x, rate = degrade(condition, base, np.random.default_rng([SEED, i, CONDITIONS.index(condition)]), sources)
-            path = folder / "recording.wav"
-            sf.write(str(path), x, rate, subtype="FLOAT")
+            if condition == DATASET_CLIP:
+                path = clip.path
+            else:
+                x, rate = degrade(condition, base, np.random.default_rng([SEED, i, CONDITIONS.index(condition)]), sources)
+                path = folder / "recording.wav"
+                sf.write(str(path), x, rate, subtype="FLOAT")
             for name, scorer in scorers.items():
                 label = scorer.label(path)
                 hits[name][condition.name] += label == clip.target
@@ -282,20 +290,24 @@ def run(models: list, clips: list, conditions: list, folder: Path, progress: boo
 
 
 def summarize(results: dict) -> dict:
-    """Add each condition's drop against clean (points) and each model's mean and worst drop."""
+    """Add each condition's drop against clean (points) and each model's mean and worst drop; with the dataset
+    clip scored, also what the listener costs on the clean recording against it (points, not in the drops)."""
     summary = {}
     for model, by_condition in results.items():
         clean = by_condition["clean"]["accuracy"]
         drops = {}
         for name, entry in by_condition.items():
             entry["drop_points"] = round(100 * (clean - entry["accuracy"]), 2)
-            if name != "clean":
+            if name not in ("clean", DATASET_CLIP.name):
                 drops[name] = entry["drop_points"]
         worst = max(drops, key=drops.get)
         gains = [v for k, v in drops.items() if k.startswith("gain")]
         summary[model] = {"clean_accuracy": clean, "mean_drop_points": round(float(np.mean(list(drops.values()))), 2),
                           "worst_condition": worst, "worst_drop_points": drops[worst],
                           "level_spread_points": round(max(gains + [0.0]) - min(gains + [0.0]), 2)}
+        if DATASET_CLIP.name in by_condition:
+            reference = by_condition[DATASET_CLIP.name]["accuracy"]
+            summary[model]["listener_cost_points"] = round(100 * (reference - clean), 2) + 0.0  # no -0.0
     return summary
 
 
@@ -329,7 +341,7 @@ def main(argv=None) -> int:
     p.add_argument("--fold", type=int, choices=range(1, 6), default=5,
                    help="record this fold instead (4 to choose a remedy without looking at the test fold)")
     p.add_argument("--conditions", nargs="+", metavar="NAME", choices=[c.name for c in CONDITIONS],
-                   help="only these conditions (clean is always included); default all")
+                   help="only these conditions (clean and the dataset clip are always included); default all")
     p.add_argument("--models", nargs="+", type=Path, help="ONNX models (default: every model in edge/models/)")
     p.add_argument("--clips", type=int, help="only the first N fold-5 clips (a quick look; the JSON says so)")
     p.add_argument("--out", type=Path, default=RESULTS / "robustness.json", help="JSON; the chart goes beside it")
@@ -344,7 +356,8 @@ def main(argv=None) -> int:
     except DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    conditions = [c for c in CONDITIONS if c.name == "clean" or args.conditions is None or c.name in args.conditions]
+    conditions = [DATASET_CLIP] + [c for c in CONDITIONS
+                                   if c.name == "clean" or args.conditions is None or c.name in args.conditions]
     with tempfile.TemporaryDirectory() as tmp:
         results = run(models, clips, conditions, Path(tmp))
     report = {"command": "python -m benchmarks.robustness " + " ".join(sys.argv[1:] if argv is None else argv),

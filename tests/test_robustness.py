@@ -117,17 +117,39 @@ def test_the_drop_summary_measures_against_clean():
     summary = R.summarize(results)["m"]
     assert results["m"]["babble 10 dB SNR"]["drop_points"] == 20.0
     assert summary["worst_condition"] == "babble 10 dB SNR" and summary["mean_drop_points"] == pytest.approx(10.0)
-    assert summary["level_spread_points"] == 10.0
+    assert summary["level_spread_points"] == 10.0 and "listener_cost_points" not in summary
+
+
+def test_the_dataset_clip_is_a_reference_outside_the_drops():
+    results = {"m": {"dataset clip": {"accuracy": 0.85}, "clean": {"accuracy": 0.8},
+                     "babble 10 dB SNR": {"accuracy": 0.6}}}
+    summary = R.summarize(results)["m"]
+    assert summary["listener_cost_points"] == 5.0  # the listener's windows lose 5 points on the clean recording
+    assert summary["mean_drop_points"] == 20.0 and summary["worst_condition"] == "babble 10 dB SNR"
 
 
 def test_a_benchmark_run_scores_every_model_under_every_condition(tone_models, fake_esc50, tmp_path):
     from train.data.esc50 import read_clips
 
     clips = [c for c in read_clips(fake_esc50) if c.fold == 5]
-    conditions = [c for c in R.CONDITIONS if c.name in ("clean", "gain -30 dB", "room RT60 0.3 s", "MP3 32 kbit/s")]
+    conditions = [R.DATASET_CLIP] + [c for c in R.CONDITIONS
+                                     if c.name in ("clean", "gain -30 dB", "room RT60 0.3 s", "MP3 32 kbit/s")]
     results = R.run([tone_models["image"], tone_models["waveform"]], clips, conditions, tmp_path, progress=False)
     assert set(results) == {"image", "waveform"}
     for by_condition in results.values():
         assert list(by_condition) == [c.name for c in conditions]
         assert all(entry["recordings"] == 2 and 0 <= entry["accuracy"] <= 1 for entry in by_condition.values())
-    assert results["image"]["clean"]["accuracy"] == 1.0 and results["image"]["gain -30 dB"]["accuracy"] == 1.0
+    image = results["image"]
+    assert image["dataset clip"]["accuracy"] == image["clean"]["accuracy"] == image["gain -30 dB"]["accuracy"] == 1.0
+
+
+def test_the_dataset_clip_is_scored_from_its_file_not_from_the_recording(tone_models, fake_esc50, tmp_path,
+                                                                         monkeypatch):
+    from train.data.esc50 import read_clips
+
+    clips = [c for c in read_clips(fake_esc50) if c.fold == 5]
+    monkeypatch.setattr(R, "recording", lambda clip, rng: np.zeros(7 * RATE, np.float32))  # every recording silent
+    conditions = [R.DATASET_CLIP, R.CONDITIONS[0]]
+    results = R.run([tone_models["image"]], clips, conditions, tmp_path, progress=False)["image"]
+    assert results["clean"]["accuracy"] == 0.0 and results["clean"]["silenced"] == 2
+    assert results["dataset clip"]["accuracy"] == 1.0
