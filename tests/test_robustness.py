@@ -128,13 +128,17 @@ def test_the_dataset_clip_is_a_reference_outside_the_drops():
     assert summary["mean_drop_points"] == 20.0 and summary["worst_condition"] == "babble 10 dB SNR"
 
 
-def test_a_benchmark_run_scores_every_model_under_every_condition(tone_models, fake_esc50, tmp_path):
+@pytest.fixture
+def fold5_clips(fake_esc50):
     from train.data.esc50 import read_clips
 
-    clips = [c for c in read_clips(fake_esc50) if c.fold == 5]
+    return [c for c in read_clips(fake_esc50) if c.fold == 5]
+
+
+def test_a_benchmark_run_scores_every_model_under_every_condition(tone_models, fold5_clips, tmp_path):
     conditions = [R.DATASET_CLIP] + [c for c in R.CONDITIONS
                                      if c.name in ("clean", "gain -30 dB", "room RT60 0.3 s", "MP3 32 kbit/s")]
-    results = R.run([tone_models["image"], tone_models["waveform"]], clips, conditions, tmp_path, progress=False)
+    results = R.run([tone_models["image"], tone_models["waveform"]], fold5_clips, conditions, tmp_path, progress=False)
     assert set(results) == {"image", "waveform"}
     for by_condition in results.values():
         assert list(by_condition) == [c.name for c in conditions]
@@ -143,13 +147,10 @@ def test_a_benchmark_run_scores_every_model_under_every_condition(tone_models, f
     assert image["dataset clip"]["accuracy"] == image["clean"]["accuracy"] == image["gain -30 dB"]["accuracy"] == 1.0
 
 
-def test_the_dataset_clip_is_scored_from_its_file_not_from_the_recording(tone_models, fake_esc50, tmp_path,
+def test_the_dataset_clip_is_scored_from_its_file_not_from_the_recording(tone_models, fold5_clips, tmp_path,
                                                                          monkeypatch):
-    from train.data.esc50 import read_clips
-
-    clips = [c for c in read_clips(fake_esc50) if c.fold == 5]
     monkeypatch.setattr(R, "recording", lambda clip, rng: np.zeros(7 * RATE, np.float32))  # every recording silent
     conditions = [R.DATASET_CLIP, R.CONDITIONS[0]]
-    results = R.run([tone_models["image"]], clips, conditions, tmp_path, progress=False)["image"]
+    results = R.run([tone_models["image"]], fold5_clips, conditions, tmp_path, progress=False)["image"]
     assert results["clean"]["accuracy"] == 0.0 and results["clean"]["silenced"] == 2
     assert results["dataset clip"]["accuracy"] == 1.0
