@@ -1,6 +1,7 @@
-"""Edge performance of the shipped models -> benchmarks/results/edge.json.
+"""Edge performance of the shipped models (or of any exported ones) -> benchmarks/results/edge.json.
 
     python -m benchmarks.edge              # every model in edge/models/; stop training runs first
+    python -m benchmarks.edge --models RUN/model.int8.onnx edge/models/melcnn-int8.onnx --out FILE.json
 
 For each model, what one window costs the listener: the front end (a 5-s window at 44.1 kHz ->
 the model's input, edge.classifier.Classifier.features) plus onnxruntime inference, timed together
@@ -55,8 +56,14 @@ def listener_peak_rss_mb(model: Path) -> float:
     return round(int(out.stdout) * 1024 / 1e6, 1)
 
 
+def shown(path: Path) -> str:
+    """The path as the report records it: relative to the repository, else the file's name (no host paths)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+
+
 def measure_model(path: Path, repeats: int) -> dict:
-    entry = {"file": str(path.relative_to(REPO)), "bytes": path.stat().st_size}
+    entry = {"file": shown(path), "bytes": path.stat().st_size}
     start = time.perf_counter()
     Classifier(path)
     entry["load_ms"] = round((time.perf_counter() - start) * 1000, 1)
@@ -77,22 +84,32 @@ def measure_model(path: Path, repeats: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.edge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, nargs="+", metavar="FILE.onnx",
+                        help="exported models to measure, e.g. a candidate beside the shipped one "
+                             "(default: every model in edge/models/)")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per measurement")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
     import onnxruntime
 
-    models = sorted(MODELS.glob("*.onnx"))
+    models = args.models or sorted(MODELS.glob("*.onnx"))
     if not models:
         print(f"error: no models in {MODELS}", file=sys.stderr)
         return 2
-    report = {"command": "python -m benchmarks.edge", "commit": git_commit(),
+    missing = [str(path) for path in models if not path.is_file()]
+    if missing:
+        print(f"error: --models: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    names = [path.stem for path in models]
+    if len(set(names)) < len(names):
+        names = [f"{path.parent.name}/{path.stem}" for path in models]
+    command = "python -m benchmarks.edge" + (" --models " + " ".join(map(shown, models)) if args.models else "")
+    report = {"command": command, "commit": git_commit(),
               "machine": machine(onnxruntime=onnxruntime.__version__),
               "statistic": "per 5-s window at 44.1 kHz, batch 1, onnxruntime CPU; median and p95 of repeated calls",
               "models": {}}
-    for path in models:
-        report["models"][path.stem] = measure_model(path, args.repeats)
-        entry = report["models"][path.stem]
+    for name, path in zip(names, models):
+        entry = report["models"][name] = measure_model(path, args.repeats)
         print(f"{path.name}: window {entry['threads_2']['window']['median_ms']:.2f} ms at 2 threads "
               f"({entry['threads_1']['window']['median_ms']:.2f} ms at 1), peak RSS {entry['listener_peak_rss_mb']} MB")
     report["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]  # other work on the machine skews timings

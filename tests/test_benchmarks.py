@@ -62,6 +62,24 @@ def test_edge_benchmark_times_the_front_end_and_inference_of_each_shipped_model(
         assert entry["listener_peak_rss_mb"] > 10 and entry["target"]["limit_ms"] == 10.0
 
 
+def test_edge_benchmark_measures_the_models_it_is_given_and_names_a_missing_one(tone_models, tmp_path, capsys):
+    import benchmarks.edge as edge_bench
+
+    candidate = tmp_path / "run" / "model.int8.onnx"
+    candidate.parent.mkdir()
+    candidate.write_bytes(Path(tone_models["image"]).read_bytes())
+    out = tmp_path / "edge.json"
+    assert edge_bench.main(["--models", str(candidate), str(tmp_path / "nothing.onnx"), "--out", str(out)]) == 2
+    assert "nothing.onnx" in capsys.readouterr().err and not out.exists()
+
+    assert edge_bench.main(["--models", str(candidate), "--repeats", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["models"]) == ["model.int8"]
+    assert report["models"]["model.int8"]["file"] == "model.int8.onnx"  # outside the repository: no host path
+    assert report["command"] == "python -m benchmarks.edge --models model.int8.onnx"
+    assert report["models"]["model.int8"]["threads_2"]["window"]["repeats"] == 2
+
+
 def test_export_benchmark_measures_every_int8_variant(fake_esc50, tmp_path):
     """benchmarks/export.py on fresh AudioNet weights: each variant's size, latency and operators, no accuracy."""
     import benchmarks.export as export_bench
