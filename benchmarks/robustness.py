@@ -300,10 +300,11 @@ def summarize(results: dict) -> dict:
             entry["drop_points"] = round(100 * (clean - entry["accuracy"]), 2)
             if name not in ("clean", DATASET_CLIP.name):
                 drops[name] = entry["drop_points"]
-        worst = max(drops, key=drops.get)
+        worst = max(drops, key=drops.get) if drops else None  # none when only clean was recorded
         gains = [v for k, v in drops.items() if k.startswith("gain")]
-        summary[model] = {"clean_accuracy": clean, "mean_drop_points": round(float(np.mean(list(drops.values()))), 2),
-                          "worst_condition": worst, "worst_drop_points": drops[worst],
+        summary[model] = {"clean_accuracy": clean,
+                          "mean_drop_points": round(float(np.mean(list(drops.values()))), 2) if drops else None,
+                          "worst_condition": worst, "worst_drop_points": drops.get(worst),
                           "level_spread_points": round(max(gains + [0.0]) - min(gains + [0.0]), 2)}
         if DATASET_CLIP.name in by_condition:
             reference = by_condition[DATASET_CLIP.name]["accuracy"]
@@ -343,7 +344,7 @@ def main(argv=None) -> int:
     p.add_argument("--conditions", nargs="+", metavar="NAME", choices=[c.name for c in CONDITIONS],
                    help="only these conditions (clean and the dataset clip are always included); default all")
     p.add_argument("--models", nargs="+", type=Path, help="ONNX models (default: every model in edge/models/)")
-    p.add_argument("--clips", type=int, help="only the first N fold-5 clips (a quick look; the JSON says so)")
+    p.add_argument("--clips", type=int, help="only the first N clips of the fold (a quick look; the JSON says so)")
     p.add_argument("--out", type=Path, default=RESULTS / "robustness.json", help="JSON; the chart goes beside it")
     args = p.parse_args(argv)
     for program in ("ffmpeg", "espeak-ng"):

@@ -128,6 +128,13 @@ def test_the_dataset_clip_is_a_reference_outside_the_drops():
     assert summary["mean_drop_points"] == 20.0 and summary["worst_condition"] == "babble 10 dB SNR"
 
 
+def test_a_run_of_clean_alone_measures_the_listener_and_has_no_drops():
+    """``--conditions clean``: the listener's cost against the dataset clip, in a minute instead of ten."""
+    summary = R.summarize({"m": {"dataset clip": {"accuracy": 0.85}, "clean": {"accuracy": 0.8}}})["m"]
+    assert summary["listener_cost_points"] == 5.0
+    assert summary["mean_drop_points"] is None and summary["worst_condition"] is None
+
+
 @pytest.fixture
 def fold5_clips(fake_esc50):
     from train.data.esc50 import read_clips
