@@ -23,7 +23,7 @@ import numpy as np
 from edge.atomic import write_json
 from edge.classifier import Classifier
 from edge.provenance import git_commit
-from benchmarks.measuring import durations, machine
+from benchmarks.measuring import durations, machine, shown_path
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "edge" / "models"
@@ -56,14 +56,8 @@ def listener_peak_rss_mb(model: Path) -> float:
     return round(int(out.stdout) * 1024 / 1e6, 1)
 
 
-def shown(path: Path) -> str:
-    """The path as the report records it: relative to the repository, else the file's name (no host paths)."""
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
-
-
 def measure_model(path: Path, repeats: int) -> dict:
-    entry = {"file": shown(path), "bytes": path.stat().st_size}
+    entry = {"file": shown_path(path), "bytes": path.stat().st_size}
     start = time.perf_counter()
     Classifier(path)
     entry["load_ms"] = round((time.perf_counter() - start) * 1000, 1)
@@ -103,7 +97,7 @@ def main(argv=None) -> int:
     names = [path.stem for path in models]
     if len(set(names)) < len(names):
         names = [f"{path.parent.name}/{path.stem}" for path in models]
-    command = "python -m benchmarks.edge" + (" --models " + " ".join(map(shown, models)) if args.models else "")
+    command = "python -m benchmarks.edge" + (" --models " + " ".join(map(shown_path, models)) if args.models else "")
     report = {"command": command, "commit": git_commit(),
               "machine": machine(onnxruntime=onnxruntime.__version__),
               "statistic": "per 5-s window at 44.1 kHz, batch 1, onnxruntime CPU; median and p95 of repeated calls",

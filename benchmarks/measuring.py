@@ -9,6 +9,8 @@ import numpy as np
 
 from edge.provenance import host
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def durations(fn, repeats: int, warmup: int = 0) -> list:
     """Seconds taken by each of ``repeats`` calls ``fn(i)``, after ``warmup`` untimed calls."""
@@ -20,6 +22,12 @@ def durations(fn, repeats: int, warmup: int = 0) -> list:
         fn(i)
         times.append(time.perf_counter() - start)
     return times
+
+
+def shown_path(path: Path) -> str:
+    """A file as a report records it: relative to the repository, else its name alone (never a host path)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
 
 
 def machine(**versions) -> dict:

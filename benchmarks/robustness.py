@@ -37,6 +37,7 @@ from edge.audio import load_audio
 from edge.classifier import Classifier
 from edge.listen import Listener, classify_file, parse_args
 from edge.provenance import cpu_name, git_commit
+from benchmarks.measuring import shown_path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -363,7 +364,7 @@ def main(argv=None) -> int:
         results = run(models, clips, conditions, Path(tmp))
     report = {"command": "python -m benchmarks.robustness " + " ".join(sys.argv[1:] if argv is None else argv),
               "commit": git_commit(), "cpu": cpu_name(), "fold": args.fold, "clips": len(clips),
-              "models": {m.stem: str(m.relative_to(REPO)) if m.is_relative_to(REPO) else m.name for m in models},
+              "models": {m.stem: shown_path(m) for m in models},
               "listener": "edge.listen defaults (hop 1 s, silence gate, no smoothing); label = mean probability "
                           "over the classified windows",
               "summary": summarize(results), "conditions": results}
