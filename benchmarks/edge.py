@@ -23,9 +23,8 @@ import numpy as np
 from edge.atomic import write_json
 from edge.classifier import Classifier
 from edge.provenance import git_commit
-from benchmarks.measuring import durations, machine, shown_path
+from benchmarks.measuring import REPO, durations, machine, shown_path
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "edge" / "models"
 EXAMPLES = REPO / "edge" / "examples"
 RESULT = REPO / "benchmarks" / "results" / "edge.json"

@@ -18,12 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 import numpy as np
 
 from edge.atomic import write_json
-from benchmarks.measuring import durations, machine
+from benchmarks.measuring import REPO, durations, machine
 from edge.audio import load_audio
 from edge.frontend import FrontEnd
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from edge.provenance import host
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the repository root, for every benchmark's default paths
 
 
 def durations(fn, repeats: int, warmup: int = 0) -> list:

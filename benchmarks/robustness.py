@@ -37,9 +37,8 @@ from edge.audio import load_audio
 from edge.classifier import Classifier
 from edge.listen import Listener, classify_file, parse_args
 from edge.provenance import cpu_name, git_commit
-from benchmarks.measuring import shown_path
+from benchmarks.measuring import REPO, shown_path
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 RATE = 44100
 ROOM_TONE_DBFS = -65.0

@@ -20,14 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 import numpy as np
 import torch
 
 from edge.atomic import write_json
 from edge.provenance import cpu_name
-from benchmarks.measuring import training_processes
+from benchmarks.measuring import REPO, training_processes
 from train import audionet, melcnn, resnet
 from train.data.esc50 import parse_splits, read_clips, write_dataset
 
