@@ -15,7 +15,7 @@ from train import crop_averaging, weight_average
 from train.augment import BetweenClassMel, MelSpeedChange, RecordingConditions, TimeShift, build_mix
 from train.crop_averaging import crop_average
 from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, build_augment, build_parser,
-                          widths_arg)
+                          melcnn_frontend, widths_arg)
 from train.models import build_model
 from train.specaugment import FrequencyMask, TimeMask
 
@@ -33,6 +33,21 @@ def test_the_front_end_gives_one_64_band_channel_per_5_s_window():
     assert FRONTEND.image_shape == (1, 64, 216)
     image = FRONTEND(np.random.default_rng(0).standard_normal(44100 * 5).astype(np.float32), 44100)
     assert image.shape == (1, 64, 216) and image.dtype == np.float32
+
+
+def test_the_full_band_front_end_keeps_the_image_and_hears_above_11_khz():
+    """At 44.1 kHz the same 64 x 216 image (same network cost) reaches 22 kHz: a 16 kHz tone lands in the top
+    bands there, and is cut off by the 22.05 kHz front end's resampling."""
+    full = melcnn_frontend(44100)
+    assert full.image_shape == FRONTEND.image_shape and full.fmax == 22050
+    t = np.arange(5 * 44100) / 44100
+    tone = (0.5 * np.sin(2 * np.pi * 16000 * t)).astype(np.float32)
+    assert full.log_mel(tone, 44100).mean(axis=1).argmax() >= 56
+    power_full = full.mel_power(full.clip(tone, 44100)).sum()
+    power_half = FRONTEND.mel_power(FRONTEND.clip(tone, 44100)).sum()
+    assert power_half < 1e-5 * power_full  # what is left of it after resampling to 22.05 kHz: below -50 dB
+    with pytest.raises(ValueError, match="--sample-rate"):
+        melcnn_frontend(16000)
 
 
 @pytest.mark.parametrize("frames", [108, 216, 301])
@@ -61,7 +76,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
     added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0,
-                   "speed": 1.0, "shift": False}
+                   "speed": 1.0, "shift": False, "sample_rate": 22050}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -245,6 +260,21 @@ def test_a_melcnn_run_trains_with_between_class_mixing(fake_esc50, tmp_path):
     (run,) = runs.iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["mix"] == "BetweenClassMel()" and np.isfinite(metrics["epochs"][0]["train_loss"])
+
+
+def test_a_full_band_run_exports_a_model_whose_edge_builds_its_44_khz_image(fake_esc50, tmp_path):
+    from train.melcnn import main
+
+    runs = tmp_path / "runs"
+    argv = ["--data", str(fake_esc50), "--out", str(runs), "--device", "cpu", "--no-progress", "--epochs", "1",
+            "--batch-size", "4", "--widths", "4", "--sample-rate", "44100", "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    (run,) = runs.iterdir()
+    assert json.loads((run / "config.json").read_text())["sample_rate"] == 44100
+    assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
+    classifier = Classifier(run / "model.onnx")
+    assert classifier.frontend == melcnn_frontend(44100)
+    assert classifier.features(np.zeros(5 * 48000, np.float32), 48000).shape == (1, 1, 64, 216)
 
 
 def untrained_run(run: Path) -> Path:
