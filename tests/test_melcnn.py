@@ -50,6 +50,22 @@ def test_the_full_band_front_end_keeps_the_image_and_hears_above_11_khz():
         melcnn_frontend(16000)
 
 
+def test_128_bands_resolve_tones_that_64_bands_put_side_by_side():
+    """128 bands with window and hop doubled: a 128 x 108 image (the same network cost) with a band between
+    tones 60 Hz apart, which 64 bands put in neighbouring bands."""
+    fine = melcnn_frontend(mel_bands=128)
+    assert fine.image_shape == (1, 128, 108) and (fine.n_fft, fine.hop_length) == (2 * FRONTEND.n_fft, 2 * FRONTEND.hop_length)
+    t = np.arange(5 * 22050) / 22050
+
+    def peak_band(frontend, hz):
+        return int(frontend.log_mel(np.sin(2 * np.pi * hz * t).astype(np.float32), 22050).mean(axis=1).argmax())
+
+    assert peak_band(FRONTEND, 560) - peak_band(FRONTEND, 500) == 1
+    assert peak_band(fine, 560) - peak_band(fine, 500) >= 2
+    with pytest.raises(ValueError, match="--mel-bands"):
+        melcnn_frontend(mel_bands=96)
+
+
 @pytest.mark.parametrize("frames", [108, 216, 301])
 def test_logits_for_crops_and_whole_windows_of_any_length(frames):
     model = MelCNN(n_classes=50).eval()
@@ -76,7 +92,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
     added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0,
-                   "speed": 1.0, "shift": False, "sample_rate": 22050}
+                   "speed": 1.0, "shift": False, "sample_rate": 22050, "mel_bands": 64}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -262,19 +278,24 @@ def test_a_melcnn_run_trains_with_between_class_mixing(fake_esc50, tmp_path):
     assert metrics["mix"] == "BetweenClassMel()" and np.isfinite(metrics["epochs"][0]["train_loss"])
 
 
-def test_a_full_band_run_exports_a_model_whose_edge_builds_its_44_khz_image(fake_esc50, tmp_path):
+@pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (1, 64, 216)),
+                                                 (["--mel-bands", "128", "--time-mask", "12"], (1, 128, 108))])
+def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(fake_esc50, tmp_path, flags,
+                                                                                 image_shape):
     from train.melcnn import main
 
     runs = tmp_path / "runs"
     argv = ["--data", str(fake_esc50), "--out", str(runs), "--device", "cpu", "--no-progress", "--epochs", "1",
-            "--batch-size", "4", "--widths", "4", "--sample-rate", "44100", "--cache-dir", str(tmp_path / "cache")]
+            "--batch-size", "4", "--widths", "4", "--cache-dir", str(tmp_path / "cache"), *flags]
     assert main(argv) == 0
     (run,) = runs.iterdir()
-    assert json.loads((run / "config.json").read_text())["sample_rate"] == 44100
+    config = json.loads((run / "config.json").read_text())
+    frontend = melcnn_frontend(config["sample_rate"], config["mel_bands"])
+    assert frontend.image_shape == image_shape and frontend != FRONTEND
     assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
     classifier = Classifier(run / "model.onnx")
-    assert classifier.frontend == melcnn_frontend(44100)
-    assert classifier.features(np.zeros(5 * 48000, np.float32), 48000).shape == (1, 1, 64, 216)
+    assert classifier.frontend == frontend
+    assert classifier.features(np.zeros(5 * 48000, np.float32), 48000).shape == (1, *image_shape)
 
 
 def untrained_run(run: Path) -> Path:

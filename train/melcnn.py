@@ -38,22 +38,27 @@ from train.rooms import reverberant_log_mels
 from train.specaugment import spec_augment
 
 SAMPLE_RATES = (22050, 44100)
+MEL_BANDS = (64, 128)
 
 
-def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0]) -> FrontEnd:
-    """64 mel bands from 0 Hz to half ``sample_rate``, as one grey channel: the dB image scaled to [0, 1]
-    (0 = top_db below the window's peak), then centred.
+def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BANDS[0]) -> FrontEnd:
+    """``mel_bands`` mel bands from 0 Hz to half ``sample_rate``, as one grey channel: the dB image scaled to
+    [0, 1] (0 = top_db below the window's peak), then centred.
 
     Window and hop grow with the rate (46 and 23 ms), so every rate gives the same 64 x 216 image of a 5-s
     window and the network costs the same; 44.1 kHz adds the band from 11 to 22 kHz, where clicks, glass
     and cans hold much of their energy, but widens every band below it, and the recipe lost 2 points on fold 4
-    with it (docs/experiments.md): the default stays 22.05 kHz.
+    with it (docs/experiments.md): the default stays 22.05 kHz. 128 bands double the window and the hop
+    (93 and 46 ms): a 128 x 108 image, twice the frequency resolution for half the time resolution, at the
+    same cost.
     """
     if sample_rate not in SAMPLE_RATES:
         raise ValueError(f"--sample-rate must be one of {SAMPLE_RATES}, not {sample_rate}")
-    scale = sample_rate // SAMPLE_RATES[0]
+    if mel_bands not in MEL_BANDS:
+        raise ValueError(f"--mel-bands must be one of {MEL_BANDS}, not {mel_bands}")
+    scale = sample_rate // SAMPLE_RATES[0] * mel_bands // MEL_BANDS[0]
     return FrontEnd(sample_rate=sample_rate, n_fft=1024 * scale, hop_length=512 * scale, fmax=sample_rate / 2,
-                    n_mels=64, channels=1, mean=(0.5,), std=(0.25,))
+                    n_mels=mel_bands, channels=1, mean=(0.5,), std=(0.25,))
 
 
 FRONTEND = melcnn_frontend()
@@ -69,6 +74,7 @@ class MelCNNConfig(TrainingConfig):
     MIXES: ClassVar[tuple] = ("mixup", "between-class", "none")
 
     sample_rate: int = SAMPLE_RATES[0]  # of the front end (melcnn_frontend)
+    mel_bands: int = MEL_BANDS[0]
     epochs: int = 150
     lr: float = 3e-3
     mix: str = "mixup"
@@ -93,7 +99,7 @@ class MelCNNConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        melcnn_frontend(self.sample_rate)  # refuses a rate it has no front end for
+        melcnn_frontend(self.sample_rate, self.mel_bands)  # refuses a rate or band count it has no front end for
         check_range("--speed", self.speed, 1)
         check_range("--crop-seconds", self.crop_seconds, 0)
         check_range("--specaugment-p", self.specaugment_p, 0, 1)
@@ -215,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("MelCNN")
     group.add_argument("--sample-rate", type=int, choices=SAMPLE_RATES, default=d.sample_rate,
                        help="rate of the log-mel front end; 44100 keeps the 64 x 216 image and adds the 11-22 kHz band")
+    group.add_argument("--mel-bands", type=int, choices=MEL_BANDS, default=d.mel_bands,
+                       help="mel bands of the front end; 128 doubles window and hop (a 128 x 108 image, the same cost): "
+                            "scale --freq-mask and --time-mask with it")
     group.add_argument("--widths", type=widths_arg, default=d.widths, metavar="C1,C2,...",
                        help="channels of each stage")
     group.add_argument("--dropout", type=float, default=d.dropout)
@@ -298,7 +307,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
 
 
 def train_all(config: MelCNNConfig, plan: list) -> list:
-    frontend = melcnn_frontend(config.sample_rate)
+    frontend = melcnn_frontend(config.sample_rate, config.mel_bands)
     log_mels, clips = load_log_mels(config.data, frontend, config.cache_dir, progress=not config.no_progress)
     log_mels = np.ascontiguousarray(log_mels)  # 2000 x 64 x 216 floats: 110 MB, read once
     return [train_run(config, run, log_mels, clips, frontend) for run in plan]
