@@ -19,6 +19,7 @@ from train.models import model_from_checkpoint
 from train import engine
 from train.augment import Mixup
 from train.data.esc50 import parse_splits
+from train.runs import protocol_text
 from train.engine import Trainer, checkpoint_info, confusion_matrix, resolve_precision, suggest_lr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,6 +237,19 @@ def test_parse_splits():
     assert parse_splits("cv3")[0].valid_folds == ()
     with pytest.raises(ValueError, match="--split"):
         parse_splits("fold9")
+
+
+def test_validation_splits_choose_on_another_fold_and_never_touch_fold_5():
+    """valid1..valid3 are the book split with fold K choosing the epoch: a recipe choice checked on another fold."""
+    (split,) = parse_splits("valid2")
+    assert (split.train_folds, split.valid_folds, split.test_fold) == ((1, 3, 4), (2,), 5)
+    for name in ("valid1", "valid3"):
+        (other,) = parse_splits(name)
+        assert 5 not in other.train_folds + other.valid_folds and len(set(other.train_folds + other.valid_folds)) == 4
+    assert protocol_text(split, 150) == ("train on folds 1, 3, 4; the epoch with the best accuracy on fold 2 is kept "
+                                         "(of 150); fold 5 is evaluated once, with those weights, at the end")
+    with pytest.raises(ValueError, match="valid1..valid3"):
+        parse_splits("valid4")
 
 
 RESUME_SCRIPT = textwrap.dedent('''

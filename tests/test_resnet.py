@@ -200,6 +200,8 @@ def test_staged_run_writes_metrics_and_a_loadable_checkpoint(fake_esc50, tmp_pat
     assert [e["stage"] for e in metrics["epochs"]] == ["head", "all"]
     assert metrics["test_clips"] == 2 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["weights"] is None and metrics["specaugment"] is True
+    assert metrics["protocol"].startswith("train on folds 1, 2, 3; the epoch with the best accuracy on fold 4 is "
+                                          "kept (of 2)")  # both stages' epochs
     for name in ("best.pt", "last.pt", "curves.png", "confusion.png", "results.md", "results.json"):
         assert (run / name).is_file(), name
     best = torch.load(run / "best.pt", weights_only=False)

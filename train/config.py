@@ -115,8 +115,9 @@ def add_common_args(parser: argparse.ArgumentParser, defaults: TrainingConfig) -
     parser.add_argument("--data", default=os.environ.get("ESC50_DIR", d.data),
                         help="ESC-50 folder (meta/esc50.csv + audio/); default $ESC50_DIR or data/ESC-50")
     parser.add_argument("--split", default=d.split,
-                        help="book (train 1-3, select on 4, test 5), cv (all five folds, fixed epochs) "
-                             "or cvK (test on fold K only)")
+                        help="book (train 1-3, select on 4, test 5), cv (all five folds, fixed epochs), "
+                             "cvK (test on fold K only) or validK (like book, but select on fold K = 1-3 "
+                             "and train on the other three of folds 1-4)")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr, help="maximum learning rate of the schedule")

@@ -29,7 +29,7 @@ from train.augment import build_mix
 from train.data.esc50 import parse_splits
 from train.engine import Trainer, checkpoint_info, seed_everything
 from train.config import TrainingConfig, add_common_args
-from train.runs import command_line, mean_std, plan_runs
+from train.runs import command_line, mean_std, plan_runs, protocol_text
 from train.specaugment import spec_augment
 
 IMAGENET_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
@@ -134,12 +134,6 @@ def load_backbone(backbone: nn.Module, state: dict, source: str) -> None:
 
 STAGE1 = "head"
 STAGE2 = "all"
-PROTOCOL = {
-    "book": "train on folds 1-3, keep the epoch with the best fold-4 accuracy, test that checkpoint once on fold 5",
-    "cv": "train on the four other folds for a fixed number of epochs (no model selection), test once on fold {fold}",
-}
-
-
 @dataclass(frozen=True)
 class ResNetConfig(TrainingConfig):
     """The book's staged ResNet-50 transfer recipe (its defaults); ``ablation`` runs its three variants."""
@@ -213,13 +207,13 @@ def train_run(config: ResNetConfig, planned, log_mels, clips, frontend: FrontEnd
     model = SpecResNet50(weights=config.weights, **model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
-    protocol = PROTOCOL["book" if split.valid_folds else "cv"].format(fold=split.test_fold)
     mix = build_mix(config)
     trainer = Trainer(
         model, planned.run_dir, train_set=images(train_idx, augment),
         valid_set=images(valid_idx) if valid_idx else None, test_set=images(test_idx),
         checkpoint_info=checkpoint_info("resnet50", {**model_kwargs, "weights": None}, class_names(clips), input_spec),
-        metadata={"model": "resnet50", "split": split.name, "seed": planned.seed, "protocol": protocol,
+        metadata={"model": "resnet50", "split": split.name, "seed": planned.seed,
+                  "protocol": protocol_text(split, config.head_epochs + config.epochs),  # both stages
                   "command": command_line("train.resnet"), "weights": config.weights,
                   "specaugment": config.specaugment, "mix": repr(mix), "head_only": config.head_only},
         device=config.device, batch_size=config.batch_size, workers=config.workers, seed=planned.seed,

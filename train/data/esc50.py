@@ -48,17 +48,25 @@ def cross_validation_splits():
             for k in range(1, N_FOLDS + 1)]
 
 
+def validation_splits():
+    """The book split with another fold choosing the epoch: valid K trains on the other three of folds 1-4,
+    selects on fold K and tests fold 5, so a recipe choice can be checked on more than fold 4."""
+    return [Split(f"valid{k}", tuple(f for f in range(1, N_FOLDS) if f != k), (k,), N_FOLDS)
+            for k in range(1, N_FOLDS - 1)]
+
+
 def parse_splits(name: str) -> list:
-    """``book`` -> [BOOK_SPLIT]; ``cv`` -> the five CV splits; ``cv3`` -> the split testing fold 3."""
+    """``book`` -> [BOOK_SPLIT]; ``cv`` -> the five CV splits; ``cv3`` -> the split testing fold 3;
+    ``valid2`` -> the book split selecting on fold 2."""
     cv = cross_validation_splits()
     if name == "book":
         return [BOOK_SPLIT]
     if name == "cv":
         return cv
-    for split in cv:
+    for split in cv + validation_splits():
         if split.name == name:
             return [split]
-    raise ValueError(f"--split must be book, cv or cv1..cv5, not {name!r}")
+    raise ValueError(f"--split must be book, cv, cv1..cv5 or valid1..valid3, not {name!r}")
 
 
 def find_root(path) -> Path:
