@@ -134,6 +134,8 @@ def load_backbone(backbone: nn.Module, state: dict, source: str) -> None:
 
 STAGE1 = "head"
 STAGE2 = "all"
+
+
 @dataclass(frozen=True)
 class ResNetConfig(TrainingConfig):
     """The book's staged ResNet-50 transfer recipe (its defaults); ``ablation`` runs its three variants."""
