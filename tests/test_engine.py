@@ -331,3 +331,46 @@ def test_resume_after_kill_9_mid_epoch_matches_an_uninterrupted_run(tmp_path, em
     for weights_a, weights_b in pairs:
         for name in weights_a:
             assert torch.allclose(weights_a[name].float(), weights_b[name].float(), atol=1e-5), name
+
+
+class FixedTeacher(torch.nn.Module):
+    """Answers ``logits`` whatever it sees, and keeps what it was shown."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits, self.seen = torch.tensor(logits), []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return self.logits.expand(len(x), -1)
+
+
+def test_a_teacher_sees_the_second_view_and_shares_the_target_by_its_weight(tmp_path):
+    torch.manual_seed(0)
+    student_view, teacher_view = torch.randn(8, 1, 6), torch.randn(8, 1, 6) + 100
+    labels = torch.arange(8) % 4
+    train_set = TensorDataset(torch.cat([student_view, teacher_view], dim=1), labels)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4))
+    teacher = FixedTeacher([2.0, 0.0, 0.0, -1.0])
+    info = checkpoint_info("toy", {}, list("abcd"), {"kind": "toy"})
+    trainer = Trainer(model, tmp_path, train_set=train_set, valid_set=None, test_set=train_set, checkpoint_info=info,
+                      metadata={}, device="cpu", batch_size=8, teacher=teacher, teacher_weight=0.25, progress=False)
+    with torch.no_grad():
+        target = 0.75 * torch.nn.functional.one_hot(labels, 4) + 0.25 * teacher.logits.softmax(0)
+        expected = torch.nn.functional.cross_entropy(model(student_view), target).item()
+    history = trainer.fit("train", [{"params": model.parameters(), "lr": 0.0}], epochs=1, schedule="constant")
+
+    (seen,) = teacher.seen
+    assert seen.shape == (8, 1, 6) and seen.min() > 50  # the teacher's view, never the student's
+    assert history[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
+    # the labels alone score the training accuracy: the untrained student against them, not the teacher
+    with torch.no_grad():
+        assert history[0]["train_accuracy"] == (model(student_view).argmax(1) == labels).float().mean().item()
+
+
+def test_a_teacher_needs_two_views_and_a_weight_in_0_1(tmp_path):
+    with pytest.raises(ValueError, match="teacher_weight"):
+        make_trainer(tmp_path / "a", teacher=FixedTeacher([0.0] * 4), teacher_weight=1.5)
+    trainer = make_trainer(tmp_path / "b", teacher=FixedTeacher([0.0] * 4))  # one-channel clips: no second view
+    with pytest.raises(ValueError, match="two views"):
+        trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 1e-3}], epochs=1)

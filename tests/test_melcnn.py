@@ -92,7 +92,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
     added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0,
-                   "speed": 1.0, "shift": False, "sample_rate": 22050, "mel_bands": 64}
+                   "speed": 1.0, "shift": False, "sample_rate": 22050, "mel_bands": 64, "teacher": [], "teacher_weight": 0.5}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -464,3 +464,87 @@ def test_microphone_band_attenuates_below_and_above_its_corners():
     centres = conditions.centres[:, 0].numpy()
     assert np.all(gain_db[centres < 100] < -9) and np.all(gain_db[centres > 10000] < -9)
     assert gain_db[np.argmin(abs(centres - 1000))] > -1
+
+
+def test_the_teacher_view_is_the_clean_clip_cut_and_masked_with_the_students():
+    from train.datasets import LogMelImages
+
+    clean = burst_log_mel(seconds=1.0)[None]
+    quieter = 10.0  # "conditions" that turn the clip down by 10 dB (relative to the peak, above the floor)
+    images = LogMelImages(clean, [0], FRONTEND, transform=RandomTimeCrop(50, FRONTEND),
+                          conditions=lambda db, index: np.maximum(db - quieter, -FRONTEND.top_db), teacher_view=True)
+    torch.manual_seed(0)
+    image, _ = images[0]
+    student, teacher = image
+    assert image.shape == (2, 64, 50)
+    full = torch.from_numpy(FRONTEND.image(clean[0]))[0]
+    starts = [s for s in range(216 - 50 + 1) if torch.equal(full[:, s:s + 50], teacher)]
+    assert len(starts) == 1  # the teacher sees a crop of the clean clip ...
+    loud = teacher > teacher.min() + quieter / (FRONTEND.top_db * FRONTEND.std[0]) + 1e-3
+    step = (teacher - student)[loud]  # ... the same crop the student sees, recorded 10 dB quieter
+    assert loud.any() and torch.allclose(step, torch.full_like(step, quieter / (FRONTEND.top_db * FRONTEND.std[0])))
+
+
+def test_a_teacher_must_share_the_front_end_and_never_have_seen_the_students_selection_or_test_folds(tmp_path):
+    from train.data.esc50 import parse_splits
+    from train.distillation import AveragedModels, load_teacher
+
+    spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
+            "frontend": FRONTEND.to_json()}
+    book, cv5 = parse_splits("book")[0], parse_splits("cv5")[0]
+    build = lambda kwargs: MelCNN(**kwargs)  # noqa: E731
+    book_run = untrained_run(tmp_path / "book")
+    assert isinstance(load_teacher([book_run], build, spec, CLASSES, book), MelCNN)
+    cv5_run = untrained_run(tmp_path / "cv5")
+    metrics = json.loads((cv5_run / "metrics.json").read_text())
+    (cv5_run / "metrics.json").write_text(json.dumps({**metrics, "split": "cv5"}))
+    with pytest.raises(ValueError, match=r"cv5.*trained or selected on fold 4.*\(book\)"):
+        load_teacher([book_run, cv5_run], build, spec, CLASSES, book)  # trained on fold 4, which the book split selects on
+    assert isinstance(load_teacher([book_run, cv5_run], build, spec, CLASSES, cv5), AveragedModels)
+    with pytest.raises(ValueError, match=r"book.*trained or selected on fold 2"):
+        load_teacher([book_run], build, spec, CLASSES, parse_splits("cv2")[0])
+    other = {**spec, "frontend": melcnn_frontend(44100).to_json()}
+    with pytest.raises(ValueError, match=r"--teacher .*book.*front end"):
+        load_teacher([book_run], build, other, CLASSES, book)
+    with pytest.raises(ValueError, match="classes"):
+        load_teacher([book_run], build, spec, ["a", "b"], book)
+
+
+def test_averaged_models_average_probabilities():
+    from train.distillation import AveragedModels
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = torch.tensor(logits)
+
+        def forward(self, x):
+            return self.logits.expand(len(x), -1)
+
+    pair = AveragedModels([Fixed([0.0, 0.0]), Fixed([2.0, 0.0])])
+    expected = (torch.tensor([0.5, 0.5]) + torch.tensor([2.0, 0.0]).softmax(0)) / 2
+    assert torch.allclose(pair(torch.zeros(3, 1)).softmax(1), expected.expand(3, -1))
+
+
+def test_distillation_settings_are_checked_once_in_the_config():
+    assert configure([]).teacher == () and configure(["--teacher", "a", "b"]).teacher == ("a", "b")
+    with pytest.raises(ValueError, match="--teacher-weight"):
+        configure(["--teacher", "a", "--teacher-weight", "1.5"])
+    with pytest.raises(ValueError, match="--teacher needs --mix mixup or none"):
+        configure(["--teacher", "a", "--mix", "between-class"])
+
+
+def test_a_student_trains_from_a_teacher_run_under_recording_conditions(fake_esc50, tmp_path):
+    from train.melcnn import main
+
+    common = ["--data", str(fake_esc50), "--device", "cpu", "--no-progress", "--epochs", "1", "--batch-size", "4",
+              "--widths", "4", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*common, "--out", str(tmp_path / "teacher")]) == 0
+    (teacher,) = (tmp_path / "teacher").iterdir()
+    assert main([*common, "--out", str(tmp_path / "student"), "--teacher", str(teacher), "--conditions", "1"]) == 0
+    (student,) = (tmp_path / "student").iterdir()
+    metrics = json.loads((student / "metrics.json").read_text())
+    assert metrics["settings"]["teacher"] == [str(teacher)] and metrics["settings"]["teacher_weight"] == 0.5
+    assert np.isfinite(metrics["epochs"][0]["train_loss"]) and metrics["model_kwargs"]["in_channels"] == 1
+    cv2 = ["--split", "cv2", "--out", str(tmp_path / "refused"), "--teacher", str(teacher)]
+    assert main([*common, *cv2]) == 2  # the book-split teacher trained on fold 2

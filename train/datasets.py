@@ -65,9 +65,13 @@ class LogMelImages(Dataset):
     ``log_mels`` is the (N, n_mels, n_frames) array from train.data.cache.load_log_mels (a memmap is
     fine: rows are read on access); ``conditions`` (e.g. train.augment.RecordingConditions) sees the dB
     log-mel, ``transform`` (e.g. SpecAugment) the image tensor made from it.
+
+    With ``teacher_view`` each image also holds, after its own channels, the clip's image without
+    ``conditions`` (for distillation, train.engine.Trainer's ``teacher``): ``transform`` sees both stacked, so
+    the two views share one crop, shift and mask and differ only in how the clip was recorded.
     """
 
-    def __init__(self, log_mels, targets, frontend, transform=None, conditions=None):
+    def __init__(self, log_mels, targets, frontend, transform=None, conditions=None, teacher_view: bool = False):
         if len(log_mels) != len(targets):
             raise ValueError(f"{len(log_mels)} spectrograms but {len(targets)} targets")
         self.log_mels = log_mels
@@ -75,15 +79,17 @@ class LogMelImages(Dataset):
         self.frontend = frontend
         self.transform = transform
         self.conditions = conditions
+        self.teacher_view = teacher_view
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        log_mel = np.asarray(self.log_mels[index])
-        if self.conditions is not None:
-            log_mel = self.conditions(log_mel, index)
+        clean = np.asarray(self.log_mels[index])
+        log_mel = clean if self.conditions is None else self.conditions(clean, index)
         image = torch.from_numpy(self.frontend.image(log_mel))
+        if self.teacher_view:
+            image = torch.cat([image, torch.from_numpy(self.frontend.image(clean))])
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]

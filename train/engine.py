@@ -27,6 +27,12 @@ BatchNorm statistics beside the model; that average is what is validated, select
 ``mix`` (train.augment.Mixup; BetweenClass for waveforms, BetweenClassMel for log-mel images) mixes each
 training batch with a shuffled copy of itself; the loss is cross-entropy against the mixed label distribution.
 
+``teacher`` (a trained model, or train.distillation.AveragedModels of several, in eval mode) distils: each
+training image then holds the student's view in the first half of its channels and the teacher's in the
+second (train.datasets.LogMelImages' ``teacher_view``), mixed alike, so the teacher sees what the student
+sees, but recorded cleanly ("consistent teaching", Beyer et al. 2022). The target is
+(1 - teacher_weight) * the (mixed) labels + teacher_weight * the teacher's probabilities.
+
 Mixed precision (``precision``): ``auto`` trains in float16 with loss scaling on CUDA and in
 bfloat16 on CPUs with native bfloat16 (AVX512-BF16 or AMX), else in float32; weights, optimizer
 state and the loss stay float32. A step the loss scaler skips (inf/NaN gradients) advances neither the
@@ -156,8 +162,8 @@ class Trainer:
     def __init__(self, model: nn.Module, run_dir, *, train_set, valid_set, test_set,
                  checkpoint_info: dict, metadata: dict, device="auto", batch_size: int = 32,
                  workers: int = 0, seed: int = 0, mix=None, label_smoothing: float = 0.0,
-                 precision: str = "auto", channels_last: bool = False, ema: float = 0.0, resume: bool = False,
-                 progress: bool | None = None):
+                 precision: str = "auto", channels_last: bool = False, ema: float = 0.0, teacher: nn.Module | None = None,
+                 teacher_weight: float = 0.5, resume: bool = False, progress: bool | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -178,6 +184,10 @@ class Trainer:
             raise ValueError(f"ema must be a decay in [0, 1) (0 = off), not {ema!r}")
         self.ema_decay, self.ema_updates = ema, 0
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if ema else None
+        if not 0.0 <= teacher_weight <= 1.0:
+            raise ValueError(f"teacher_weight must be in [0, 1], not {teacher_weight!r}")
+        self.teacher = None if teacher is None else teacher.to(self.device).eval().requires_grad_(False)
+        self.teacher_weight = teacher_weight
         self.history: list = []
         self.completed_stages: list = []
         self.best = {"valid_accuracy": None, "epoch": None}
@@ -201,6 +211,15 @@ class Trainer:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, non_blocking=True)
+
+    def _views(self, x: torch.Tensor):
+        """(the student's images, the teacher's or None): with a teacher, each image holds both views."""
+        if self.teacher is None:
+            return x, None
+        if x.shape[1] % 2:
+            raise ValueError(f"with a teacher, training images hold two views (an even number of channels), "
+                             f"not {x.shape[1]} channels")
+        return x.chunk(2, dim=1)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
@@ -308,12 +327,18 @@ class Trainer:
             x, y = self._to_device(x, y)
             if self.mix is not None:
                 x, partner, share = self.mix(x)
+            x, teacher_view = self._views(x)
             with self._autocast():
                 logits = self.model(x)
                 target = F.one_hot(y, logits.shape[1]).float()
                 if self.mix is not None:
                     target = share[:, None] * target + (1 - share[:, None]) * target[partner]
-                loss = F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+                loss_target = target
+                if teacher_view is not None:
+                    with torch.no_grad():
+                        taught = self.teacher(teacher_view).float().softmax(1)
+                    loss_target = (1 - self.teacher_weight) * target + self.teacher_weight * taught
+                loss = F.cross_entropy(logits.float(), loss_target, label_smoothing=self.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             if scaled_step(self.scaler, optimizer, loss):
                 scheduler.step()
@@ -412,6 +437,7 @@ class Trainer:
             while len(lrs) < steps:
                 for x, y in self._loader(self.train_set, train=True, generator=generator):
                     x, y = self._to_device(x, y)
+                    x = self._views(x)[0]
                     for g in opt.param_groups:
                         g["lr"] = lr
                     with self._autocast():

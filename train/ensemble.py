@@ -3,7 +3,6 @@ experimentation": combine the waveform and the spectrogram model)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,14 +12,7 @@ from edge.metadata import LOG_MEL_IMAGE, WAVEFORM
 from train.data.esc50 import parse_splits, read_clips
 from train.engine import load_best, resolve_device
 from train.models import model_from_checkpoint
-
-
-def run_split(run_dir) -> str:
-    """The split a finished run was tested on (from its metrics.json)."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a finished run (no metrics.json)")
-    return json.loads(path.read_text())["split"]
+from train.runs import run_split
 
 
 def fold_set(checkpoint: dict, data_dir, fold: int, log_mels=None):

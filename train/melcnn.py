@@ -29,6 +29,7 @@ from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import class_names
 from train.datasets import LogMelImages
+from train.distillation import load_teacher
 from train.engine import seed_everything
 from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
@@ -95,6 +96,8 @@ class MelCNNConfig(TrainingConfig):
     background_clips: bool = False  # other training clips as backgrounds, one more recording condition
     room_copies: int = 0  # copies of each training clip in image-source rooms (train.rooms); 0 = rooms on mel power
     babble: int = 0  # clips of synthetic speech babble (train.babble), one more recording condition; 0 = none
+    teacher: tuple = ()  # finished runs to distil from (train.engine.Trainer's teacher); () = none
+    teacher_weight: float = 0.5  # of the teacher's probabilities in the target, against the labels
     cache_dir: str | None = None
 
     def __post_init__(self):
@@ -113,6 +116,11 @@ class MelCNNConfig(TrainingConfig):
         for flag, value in (("--room-copies", self.room_copies), ("--babble", self.babble)):
             if value and not self.conditions:
                 raise ValueError(f"{flag} is one of the recording conditions: it needs --conditions > 0")
+        object.__setattr__(self, "teacher", tuple(self.teacher))  # argparse's nargs="+" gives a list
+        check_range("--teacher-weight", self.teacher_weight, 0, 1)
+        if self.teacher and self.mix == "between-class":
+            raise ValueError("--teacher needs --mix mixup or none: between-class mixing on mel power mixes one "
+                             "view, not the student's and the teacher's alike")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
@@ -257,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--babble", type=int, default=d.babble, metavar="N",
                        help=f"with probability P, one of N 5-s clips of synthetic speech babble (train.babble) in the "
                             f"background at {snr_range} SNR, label unchanged (0 = off)")
+    group.add_argument("--teacher", nargs="+", default=d.teacher, metavar="RUN",
+                       help="distil from these finished MelCNN runs (their probabilities averaged): each sees the "
+                            "training crop the student sees, mixed alike, but without the recording conditions; "
+                            "none may have trained on the folds this run validates or tests on")
+    group.add_argument("--teacher-weight", type=float, default=d.teacher_weight, metavar="W",
+                       help="the target is (1 - W) * labels + W * the teacher's probabilities")
     group.add_argument("--cache-dir", default=d.cache_dir, help="log-mel cache folder (default <dataset>/cache)")
     return parser
 
@@ -271,8 +285,8 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     def rows(folds) -> list:
         return [i for i, c in enumerate(clips) if c.fold in folds]
 
-    def images(rows, transform=None):
-        return LogMelImages(log_mels[rows], targets[rows], frontend, transform)
+    def images(rows, transform=None, teacher_view=False):
+        return LogMelImages(log_mels[rows], targets[rows], frontend, transform, teacher_view=teacher_view)
 
     augment = build_augment(config, frontend)
     mix = build_mix(config, frontend=frontend)
@@ -281,8 +295,10 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
+    teacher = (load_teacher(config.teacher, lambda kwargs: MelCNN(**kwargs), input_spec, class_names(clips), split)
+               if config.teacher else None)
     train_rows = rows(split.train_folds)
-    train_set = images(train_rows, augment)
+    train_set = images(train_rows, augment, teacher_view=teacher is not None)
     if config.conditions:
         rooms = None
         if config.room_copies:
@@ -302,7 +318,8 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     datasets = (train_set, images(rows(split.valid_folds)) if split.valid_folds else None,
                 images(rows((split.test_fold,))))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
-                          input_spec=input_spec, datasets=datasets, augment=augment, mix=mix)
+                          input_spec=input_spec, datasets=datasets, augment=augment, mix=mix, teacher=teacher,
+                          teacher_weight=config.teacher_weight)
     return train_single_stage(trainer, model, config, run)
 
 

@@ -66,10 +66,20 @@ def protocol_text(split, epochs: int) -> str:
             f"with those weights, at the end")
 
 
+def run_split(run_dir) -> str:
+    """The split a finished run was tested on (from its metrics.json)."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a finished run (no metrics.json)")
+    return json.loads(path.read_text())["split"]
+
+
 def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict, classes: list,
-                input_spec: dict, datasets: tuple, augment, mix) -> Trainer:
+                input_spec: dict, datasets: tuple, augment, mix, teacher: nn.Module | None = None,
+                teacher_weight: float = 0.5) -> Trainer:
     """The Trainer of one planned run of a one-stage recipe (``python -m train.<name>``), recording in
-    metrics.json what every run records: model, split, seed, protocol, command, augmentation, settings."""
+    metrics.json what every run records: model, split, seed, protocol, command, augmentation, settings.
+    ``teacher`` and ``teacher_weight``: distillation (train.engine.Trainer)."""
     train_set, valid_set, test_set = datasets
     metadata = {"model": name, "model_kwargs": model_kwargs, "split": run.split.name, "seed": run.seed,
                 "protocol": protocol_text(run.split, config.epochs), "command": command_line(f"train.{name}"),
@@ -79,7 +89,8 @@ def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, na
                    checkpoint_info=checkpoint_info(name, model_kwargs, classes, input_spec),
                    metadata=metadata, device=config.device, batch_size=config.batch_size, workers=config.workers,
                    seed=run.seed, mix=mix, label_smoothing=config.label_smoothing, precision=config.precision,
-                   ema=config.ema, resume=run.resume, progress=False if config.no_progress else None)
+                   ema=config.ema, teacher=teacher, teacher_weight=teacher_weight,
+                   resume=run.resume, progress=False if config.no_progress else None)
 
 
 def train_single_stage(trainer: Trainer, model: nn.Module, config: TrainingConfig, run: PlannedRun) -> dict:

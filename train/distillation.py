@@ -1,0 +1,54 @@
+"""Teachers to distil from: finished runs loaded as one model for train.engine.Trainer's ``teacher``."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from train.data.esc50 import Split, parse_splits
+from train.engine import load_best
+from train.runs import run_split
+
+
+class AveragedModels(nn.Module):
+    """Several models as one: the log of their mean class probabilities, which softmax turns back into that mean."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.stack([m(x).float().softmax(1) for m in self.models]).mean(0)
+        return probabilities.clamp_min(1e-12).log()
+
+
+def load_teacher(run_dirs, build: Callable[[dict], nn.Module], input_spec: dict, classes: list,
+                 split: Split) -> nn.Module:
+    """The finished runs ``run_dirs`` as one teacher (their probabilities averaged when there are several) for a
+    student trained on ``split``; ``build`` makes an untrained network from a checkpoint's ``model_kwargs``.
+
+    Each must read the student's input (the same front end) and name the same classes, and none may have
+    trained on the student's validation or test folds, or chosen its epoch on the test fold: what it knows of
+    those clips would reach the student's selection and test through its probabilities.
+    """
+    models = []
+    for run in run_dirs:
+        checkpoint = load_best(run)
+        if checkpoint["input"] != input_spec:
+            raise ValueError(f"--teacher {run}: its model reads {checkpoint['input']}, not the student's input "
+                             f"{input_spec}: a teacher needs the student's front end")
+        if list(checkpoint["classes"]) != list(classes):
+            raise ValueError(f"--teacher {run}: its classes are not the student's")
+        teacher_split = parse_splits(run_split(run))[0]
+        seen = set(teacher_split.train_folds) & ({split.test_fold} | set(split.valid_folds))
+        seen |= set(teacher_split.valid_folds) & {split.test_fold}
+        if seen:
+            raise ValueError(f"--teacher {run}: it was trained or selected on fold {', '.join(map(str, sorted(seen)))}, "
+                             f"which the student ({split.name}) validates or tests on")
+        model = build(checkpoint["model_kwargs"])
+        model.load_state_dict(checkpoint["state_dict"])
+        models.append(model.eval())
+    if not models:
+        raise ValueError("--teacher needs at least one run folder")
+    return models[0] if len(models) == 1 else AveragedModels(models)
