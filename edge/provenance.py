@@ -38,7 +38,29 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction sets that decide the speed of a run here: bf16 training needs AVX512-BF16 or AMX, int8
+# inference is fastest with VNNI (x86) or dot-product instructions (ARM); "AMD EPYC" alone names hosts that
+# differ by several times in both.
+SPEED_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+                  "asimddp", "bf16")
+
+
+def cpu_features(cpuinfo: str | None = None) -> list:
+    """Which of SPEED_FEATURES the CPU has, from the flags (x86) or features (ARM) of /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return [f for f in SPEED_FEATURES if f in flags]
+
+
 def host(**versions) -> dict:
-    """The CPU, its logical CPUs, the platform and Python; ``versions`` adds library versions."""
-    return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), **versions}
+    """The CPU and its speed-deciding features, its logical CPUs, the platform and Python; ``versions`` adds
+    library versions."""
+    return {"cpu": cpu_name(), "cpu_features": cpu_features(), "logical_cpus": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(), **versions}

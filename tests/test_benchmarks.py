@@ -8,6 +8,7 @@ import pytest
 
 import benchmarks.training_speed as training_speed
 from benchmarks.measuring import training_processes
+from edge.provenance import cpu_features
 from train.data.esc50 import read_clips
 
 
@@ -106,3 +107,10 @@ def test_training_processes_are_found_and_named_without_the_interpreter_path():
         sleeper.wait()
     assert found["command"].split()[0] == Path(sys.executable).name
     assert found["command"].endswith("train.melcnn --seeds 7") and found["state"] in "RSD"
+
+
+def test_the_cpu_features_that_decide_speed_are_read_from_x86_flags_and_arm_features():
+    x86 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
+    assert cpu_features(x86) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
+    assert cpu_features("flags\t: fpu sse avx2\n") == ["avx2"]  # a host that trains in fp32
+    assert cpu_features("Features\t: fp asimd asimddp\n") == ["asimddp"]  # a Raspberry Pi 5

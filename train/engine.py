@@ -55,7 +55,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edge.atomic import staged, write_json
-from edge.provenance import cpu_name, git_commit
+from edge.provenance import cpu_features, cpu_name, git_commit
 from train.plots import plot_confusion, plot_curves, plot_lr_find
 
 CHECKPOINT_FORMAT = 1
@@ -487,7 +487,7 @@ class Trainer:
             "per_class_accuracy": per_class,
             "wall_time_s": self.elapsed_s,
             "device": str(self.device),
-            "hardware": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
+            "hardware": {"cpu": cpu_name(), "cpu_features": cpu_features(), "threads": torch.get_num_threads(),
                          "gpu": torch.cuda.get_device_name(self.device) if self.cuda else None},
             "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
             "ema_decay": self.ema_decay,
