@@ -26,15 +26,19 @@ def git_commit(*paths: str) -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
+def proc_cpuinfo() -> str:
+    """/proc/cpuinfo, or "" where there is none (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in proc_cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -47,13 +51,8 @@ SPEED_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "
 
 def cpu_features(cpuinfo: str | None = None) -> list:
     """Which of SPEED_FEATURES the CPU has, from the flags (x86) or features (ARM) of /proc/cpuinfo."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
     flags = set()
-    for line in cpuinfo.splitlines():
+    for line in (proc_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
         if line.startswith(("flags", "Features")):
             flags.update(line.split(":", 1)[1].split())
     return [f for f in SPEED_FEATURES if f in flags]
