@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from edge.atomic import write_json
-from edge.provenance import cpu_name
 from benchmarks.measuring import REPO, training_processes
 from train import audionet, melcnn, resnet
 from train.data.esc50 import parse_splits, read_clips, write_dataset
@@ -55,12 +54,6 @@ def stage_speeds(epochs: list, clips_per_epoch: int) -> list:
         stages.append({"stage": stage, "epochs": len(seconds), "median_epoch_s": round(median, 3),
                        "clips_per_s": round(clips_per_epoch / median, 1)})
     return stages
-
-
-def device_name(device: str) -> str:
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        return torch.cuda.get_device_name()
-    return cpu_name()
 
 
 def main(argv=None) -> int:
@@ -96,7 +89,8 @@ def main(argv=None) -> int:
     split = parse_splits("book")[0]
     epoch_clips = sum(c.fold in split.train_folds + split.valid_folds for c in clips)
     result = {
-        "model": metrics["model"], "device": device_name(args.device), "torch": torch.__version__,
+        "model": metrics["model"], "device": metrics["hardware"]["gpu"] or metrics["hardware"]["cpu"],
+        "hardware": metrics["hardware"], "torch": torch.__version__,
         "precision": metrics["precision"],
         "data": str(args.data) if args.data else f"synthetic: {args.classes} classes x {args.per_fold} clips x {FOLDS} folds",
         "recipe_args": recipe_args,

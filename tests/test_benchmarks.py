@@ -29,6 +29,7 @@ def test_training_speed_reports_each_stage(tmp_path):
     assert [(s["stage"], s["epochs"]) for s in result["stages"]] == [("head", 1), ("all", 2)]
     assert all(s["clips_per_s"] > 0 for s in result["stages"]) and result["wall_time_s"] > 0
     assert "--weights" in result["recipe_args"] and result["test_accuracy"] is None
+    assert result["device"] == result["hardware"]["cpu"] and isinstance(result["hardware"]["cpu_features"], list)
 
 
 def test_model_cost_counts_parameters_and_multiply_accumulates():
