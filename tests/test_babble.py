@@ -54,16 +54,6 @@ def test_babble_is_several_talkers_at_a_half_scale_peak():
     assert mix.dtype == np.float32 and len(mix) == RATE and np.abs(mix).max() == pytest.approx(0.5)
 
 
-def test_the_bank_comes_from_the_seed_and_is_laid_out_as_the_cache():
-    bank = babble_log_mels(FRONTEND, 2, seed=0)
-    assert bank.shape == (2, *FRONTEND.image_shape[1:]) and bank.dtype == np.float32
-    assert np.allclose(bank.max(axis=(1, 2)), 0.0)  # dB relative to each clip's maximum
-    assert np.array_equal(bank, babble_log_mels(FRONTEND, 2, seed=0))
-    assert not np.allclose(bank, babble_log_mels(FRONTEND, 2, seed=1))
-    with pytest.raises(ValueError, match="count must be positive"):
-        babble_log_mels(FRONTEND, 0, seed=0)
-
-
 def test_babble_is_one_more_recording_condition():
     clip = np.full(FRONTEND.image_shape[1:], -80.0, np.float32)
     clip[:, 50:60] = 0.0  # a short loud event in silence
@@ -78,15 +68,16 @@ def test_babble_is_one_more_recording_condition():
 
 
 @pytest.mark.slow
-def test_a_melcnn_run_trains_with_rooms_and_babble(fake_esc50, tmp_path):
-    """Both waveform-made conditions through `python -m train.melcnn`, as their flags set them up."""
+def test_a_melcnn_run_trains_with_rooms_babble_and_noise(fake_esc50, tmp_path):
+    """The waveform-made conditions through `python -m train.melcnn`, as their flags set them up."""
     from train.melcnn import main
 
     runs = tmp_path / "runs"
     argv = ["--data", str(fake_esc50), "--out", str(runs), "--device", "cpu", "--no-progress", "--epochs", "1",
-            "--batch-size", "4", "--widths", "4", "--conditions", "1", "--room-copies", "1", "--babble", "2"]
+            "--batch-size", "4", "--widths", "4", "--conditions", "1", "--room-copies", "1", "--babble", "2",
+            "--noise-clips", "2"]
     assert main(argv) == 0
     (run,) = runs.iterdir()
     config = json.loads((run / "config.json").read_text())
-    assert config["babble"] == 2 and config["room_copies"] == 1
+    assert config["babble"] == 2 and config["room_copies"] == 1 and config["noise_clips"] == 2
     assert 0.0 <= json.loads((run / "metrics.json").read_text())["test_accuracy"] <= 1.0

@@ -340,8 +340,9 @@ class RecordingConditions:
     """How a device might have recorded the clip, simulated on its log-mel (dB relative to the clip's maximum,
     as train.data.cache stores it): another sound in the background (one of ``backgrounds``, when given), speech
     babble in the background (one of ``babble``, from train.babble, when given), room reverberation (with
-    ``rooms``, one of the clip's copies heard in image-source rooms, from train.rooms), background noise, and a
-    microphone's band and colour, each with probability ``p``. Returns the dB log-mel of the result, relative
+    ``rooms``, one of the clip's copies heard in image-source rooms, from train.rooms), background noise (with
+    ``noises``, one of those heard through the front end, from train.noises), and a microphone's band and colour,
+    each with probability ``p``. Returns the dB log-mel of the result, relative
     to its own maximum again.
 
     It works on mel power, not waveforms, so it reuses the feature cache and costs about a millisecond per
@@ -355,7 +356,7 @@ class RecordingConditions:
 
     def __init__(self, frontend, p: float = 1 / 3, snr_db: tuple = SNR_DB, rt60_s: tuple = (0.2, 1.2),
                  drr_db: tuple = (-3.0, 12.0), highpass_hz: tuple = (50.0, 500.0), lowpass_hz: tuple = (2500.0, 10000.0),
-                 tilt_db_per_octave: float = 2.0, backgrounds=None, babble=None, rooms=None):
+                 tilt_db_per_octave: float = 2.0, backgrounds=None, babble=None, rooms=None, noises=None):
         if not 0 <= p <= 1:
             raise ValueError(f"p must be a probability, not {p}")
         self.p, self.snr_db, self.rt60_s, self.drr_db = p, snr_db, rt60_s, drr_db
@@ -369,10 +370,10 @@ class RecordingConditions:
         self.bins = torch.tensor(np.maximum(bins, 1), dtype=torch.float64)[:, None]  # noise degrees of freedom
         self.frame_rate = f.sample_rate / f.hop_length
         self.top_db = f.top_db
-        for name, bank in (("backgrounds", backgrounds), ("babble", babble)):
+        for name, bank in (("backgrounds", backgrounds), ("babble", babble), ("noises", noises)):
             if bank is not None and np.shape(bank)[1:2] != (f.n_mels,):
                 raise ValueError(f"{name} must be (clips, {f.n_mels}, frames) log-mels, not {np.shape(bank)}")
-        self.backgrounds, self.babble = backgrounds, babble
+        self.backgrounds, self.babble, self.noises = backgrounds, babble, noises
         if rooms is not None and np.shape(rooms)[2:3] != (f.n_mels,):
             raise ValueError(f"rooms must be (clips, copies, {f.n_mels}, frames) log-mels, not {np.shape(rooms)}")
         self.rooms = rooms
@@ -388,7 +389,7 @@ class RecordingConditions:
         if self.rooms is None and float(torch.rand(())) < self.p:
             power = self.reverberate(power)
         if float(torch.rand(())) < self.p:
-            power = power + self.noise(power)
+            power = power + (self.noise(power) if self.noises is None else self.background(power, self.noises))
         if float(torch.rand(())) < self.p:
             power = power * self.microphone()
         return self.to_db(power)
@@ -443,5 +444,6 @@ class RecordingConditions:
     def __repr__(self) -> str:
         backgrounds = "" if self.backgrounds is None else f", backgrounds={len(self.backgrounds)}"
         backgrounds += "" if self.babble is None else f", babble={len(self.babble)}"
+        backgrounds += "" if self.noises is None else f", noises={len(self.noises)}"
         rooms = "" if self.rooms is None else f", rooms={np.shape(self.rooms)[1]} per clip"
         return f"RecordingConditions(p={self.p:.3g}, drr_db={self.drr_db}{backgrounds}{rooms})"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.frontend import FrontEnd
+from train.noises import log_mel_bank
 
 BABBLE_SEED = 47  # mixed with the run's seed, as train.rooms does
 
@@ -129,8 +130,5 @@ def babble(rng: np.random.Generator, samples: int, rate: int, talkers: Talkers =
 def babble_log_mels(frontend: FrontEnd, count: int, seed: int, talkers: Talkers = Talkers()) -> np.ndarray:
     """(count, n_mels, n_frames) float32 dB log-mels (as train.data.cache stores them) of ``count`` clips of
     babble, drawn from ``seed``: about 20 s for 64 clips."""
-    if count < 1:
-        raise ValueError(f"count must be positive, not {count}")
-    rate, samples = frontend.sample_rate, frontend.clip_samples
-    seeds = np.random.SeedSequence([seed, BABBLE_SEED]).spawn(count)
-    return np.stack([frontend.log_mel(babble(np.random.default_rng(s), samples, rate, talkers), rate) for s in seeds])
+    return log_mel_bank(frontend, lambda rng, samples, rate: babble(rng, samples, rate, talkers), count, seed,
+                        BABBLE_SEED)

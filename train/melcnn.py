@@ -35,6 +35,7 @@ from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
 from train.augment import SNR_DB, MelSpeedChange, RecordingConditions, TimeShift, build_mix
 from train.babble import babble_log_mels
+from train.noises import noise_log_mels
 from train.rooms import reverberant_log_mels
 from train.specaugment import spec_augment
 
@@ -96,6 +97,7 @@ class MelCNNConfig(TrainingConfig):
     background_clips: bool = False  # other training clips as backgrounds, one more recording condition
     room_copies: int = 0  # copies of each training clip in image-source rooms (train.rooms); 0 = rooms on mel power
     babble: int = 0  # clips of synthetic speech babble (train.babble), one more recording condition; 0 = none
+    noise_clips: int = 0  # clips of noise heard through the front end (train.noises); 0 = noise on mel power
     teacher: tuple = ()  # finished runs to distil from (train.engine.Trainer's teacher); () = none
     teacher_weight: float = 0.5  # of the teacher's probabilities in the target, against the labels
     cache_dir: str | None = None
@@ -113,7 +115,9 @@ class MelCNNConfig(TrainingConfig):
             raise ValueError("--background-clips is one of the recording conditions: it needs --conditions > 0")
         check_range("--room-copies", self.room_copies, 0)
         check_range("--babble", self.babble, 0)
-        for flag, value in (("--room-copies", self.room_copies), ("--babble", self.babble)):
+        check_range("--noise-clips", self.noise_clips, 0)
+        for flag, value in (("--room-copies", self.room_copies), ("--babble", self.babble),
+                            ("--noise-clips", self.noise_clips)):
             if value and not self.conditions:
                 raise ValueError(f"{flag} is one of the recording conditions: it needs --conditions > 0")
         object.__setattr__(self, "teacher", tuple(self.teacher))  # argparse's nargs="+" gives a list
@@ -265,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--babble", type=int, default=d.babble, metavar="N",
                        help=f"with probability P, one of N 5-s clips of synthetic speech babble (train.babble) in the "
                             f"background at {snr_range} SNR, label unchanged (0 = off)")
+    group.add_argument("--noise-clips", type=int, default=d.noise_clips, metavar="N",
+                       help="the background noise condition draws from N 5-s clips of coloured noise made as waveforms "
+                            "and heard through the front end (train.noises) instead of noise simulated on mel power (0)")
     group.add_argument("--teacher", nargs="+", default=d.teacher, metavar="RUN",
                        help="distil from these finished MelCNN runs (their probabilities averaged): each sees the "
                             "training crop the student sees, mixed alike, but without the recording conditions; "
@@ -312,9 +319,10 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
             started = time.perf_counter()
             babble = babble_log_mels(frontend, config.babble, run.seed)
             print(f"{config.babble} clips of synthetic babble in {time.perf_counter() - started:.0f} s")
+        noises = noise_log_mels(frontend, config.noise_clips, run.seed) if config.noise_clips else None
         train_set.conditions = RecordingConditions(frontend, p=config.conditions, drr_db=config.room_drr_db,
                                                    backgrounds=train_set.log_mels if config.background_clips else None,
-                                                   babble=babble, rooms=rooms)
+                                                   babble=babble, rooms=rooms, noises=noises)
     datasets = (train_set, images(rows(split.valid_folds)) if split.valid_folds else None,
                 images(rows((split.test_fold,))))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
