@@ -34,7 +34,7 @@ import soundfile as sf
 
 from edge.atomic import staged, write_json
 from edge.audio import load_audio
-from edge.classifier import Classifier
+from edge.classifier import Classifier, Ensemble
 from edge.listen import Listener, classify_file, parse_args
 from edge.provenance import cpu_name, git_commit
 from benchmarks.measuring import REPO, shown_path
@@ -257,9 +257,25 @@ class RecordingScorer(Listener):
         return int(np.argmax(np.mean(classified, axis=0))) if classified else None
 
 
+def model_files(text: str) -> tuple:
+    """``--models`` entry: one ONNX file, or several joined by '+' whose probabilities are averaged on each
+    window (as ``edge.listen --model A B`` runs them)."""
+    return tuple(Path(part) for part in text.split("+"))
+
+
+def model_name(files: tuple) -> str:
+    return "+".join(f.stem for f in files)
+
+
+def scorer_for(files: tuple) -> RecordingScorer:
+    members = [Classifier(f, threads=2) for f in files]
+    return RecordingScorer(members[0] if len(members) == 1 else Ensemble(members))
+
+
 def run(models: list, clips: list, conditions: list, folder: Path, progress: bool = True) -> dict:
-    """{model: {condition: {"accuracy", "silenced", "recordings"}}} over ``clips`` (ESC-50 Clip objects)."""
-    scorers = {m.stem: RecordingScorer(Classifier(m, threads=2)) for m in models}
+    """{model: {condition: {"accuracy", "silenced", "recordings"}}} over ``clips`` (ESC-50 Clip objects);
+    each of ``models`` is a tuple of ONNX files (model_files)."""
+    scorers = {model_name(files): scorer_for(files) for files in models}
     sources = Sources.make(folder, conditions)
     hits = {m: {c.name: 0 for c in conditions} for m in scorers}
     silenced = {m: {c.name: 0 for c in conditions} for m in scorers}
@@ -343,7 +359,9 @@ def main(argv=None) -> int:
                    help="record this fold instead (4 to choose a remedy without looking at the test fold)")
     p.add_argument("--conditions", nargs="+", metavar="NAME", choices=[c.name for c in CONDITIONS],
                    help="only these conditions (clean and the dataset clip are always included); default all")
-    p.add_argument("--models", nargs="+", type=Path, help="ONNX models (default: every model in edge/models/)")
+    p.add_argument("--models", nargs="+", type=model_files, metavar="MODEL[+MODEL]",
+                   help="ONNX models (default: every model in edge/models/); A.onnx+B.onnx is the pair, their "
+                        "probabilities averaged on each window as edge.listen --model A.onnx B.onnx does")
     p.add_argument("--clips", type=int, help="only the first N clips of the fold (a quick look; the JSON says so)")
     p.add_argument("--out", type=Path, default=RESULTS / "robustness.json", help="JSON; the chart goes beside it")
     args = p.parse_args(argv)
@@ -351,7 +369,7 @@ def main(argv=None) -> int:
         if shutil.which(program) is None:
             print(f"error: {program} is not installed (apt-get install {program})", file=sys.stderr)
             return 2
-    models = args.models or sorted((REPO / "edge" / "models").glob("*.onnx"))
+    models = args.models or [(m,) for m in sorted((REPO / "edge" / "models").glob("*.onnx"))]
     try:
         clips = [c for c in read_clips(args.data) if c.fold == args.fold][:args.clips]
     except DatasetError as err:
@@ -363,7 +381,7 @@ def main(argv=None) -> int:
         results = run(models, clips, conditions, Path(tmp))
     report = {"command": "python -m benchmarks.robustness " + " ".join(sys.argv[1:] if argv is None else argv),
               "commit": git_commit(), "cpu": cpu_name(), "fold": args.fold, "clips": len(clips),
-              "models": {m.stem: shown_path(m) for m in models},
+              "models": {model_name(files): "+".join(shown_path(f) for f in files) for files in models},
               "listener": "edge.listen defaults (hop 1 s, silence gate, no smoothing); label = mean probability "
                           "over the classified windows",
               "summary": summarize(results), "conditions": results}

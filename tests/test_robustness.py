@@ -142,22 +142,27 @@ def fold5_clips(fake_esc50):
     return [c for c in read_clips(fake_esc50) if c.fold == 5]
 
 
-def test_a_benchmark_run_scores_every_model_under_every_condition(tone_models, fold5_clips, tmp_path):
+def test_a_benchmark_run_scores_every_model_and_pair_under_every_condition(tone_models, fold5_clips, tmp_path):
     conditions = [R.DATASET_CLIP] + [c for c in R.CONDITIONS
                                      if c.name in ("clean", "gain -30 dB", "room RT60 0.3 s", "MP3 32 kbit/s")]
-    results = R.run([tone_models["image"], tone_models["waveform"]], fold5_clips, conditions, tmp_path, progress=False)
-    assert set(results) == {"image", "waveform"}
+    image, waveform = tone_models["image"], tone_models["waveform"]
+    pair = R.model_files(f"{image}+{waveform}")
+    assert pair == (image, waveform) and R.model_name(pair) == "image+waveform"
+    results = R.run([(image,), (waveform,), pair], fold5_clips, conditions, tmp_path, progress=False)
+    assert set(results) == {"image", "waveform", "image+waveform"}
     for by_condition in results.values():
         assert list(by_condition) == [c.name for c in conditions]
         assert all(entry["recordings"] == 2 and 0 <= entry["accuracy"] <= 1 for entry in by_condition.values())
     image = results["image"]
     assert image["dataset clip"]["accuracy"] == image["clean"]["accuracy"] == image["gain -30 dB"]["accuracy"] == 1.0
+    both_right = results["image+waveform"]["clean"]["accuracy"]
+    assert both_right == results["waveform"]["clean"]["accuracy"] == 1.0  # both members right: so is their average
 
 
 def test_the_dataset_clip_is_scored_from_its_file_not_from_the_recording(tone_models, fold5_clips, tmp_path,
                                                                          monkeypatch):
     monkeypatch.setattr(R, "recording", lambda clip, rng: np.zeros(7 * RATE, np.float32))  # every recording silent
     conditions = [R.DATASET_CLIP, R.CONDITIONS[0]]
-    results = R.run([tone_models["image"]], fold5_clips, conditions, tmp_path, progress=False)["image"]
+    results = R.run([(tone_models["image"],)], fold5_clips, conditions, tmp_path, progress=False)["image"]
     assert results["clean"]["accuracy"] == 0.0 and results["clean"]["silenced"] == 2
     assert results["dataset clip"]["accuracy"] == 1.0
