@@ -74,10 +74,11 @@ def test_a_melcnn_run_trains_with_rooms_babble_and_noise(fake_esc50, tmp_path):
 
     runs = tmp_path / "runs"
     argv = ["--data", str(fake_esc50), "--out", str(runs), "--device", "cpu", "--no-progress", "--epochs", "1",
-            "--batch-size", "4", "--widths", "4", "--conditions", "1", "--room-copies", "1", "--babble", "2",
-            "--noise-clips", "2"]
+            "--batch-size", "4", "--widths", "4", "--conditions", "1", "--room-copies", "1", "--room-bank", "2",
+            "--babble", "2", "--noise-clips", "2"]
     assert main(argv) == 0
     (run,) = runs.iterdir()
     config = json.loads((run / "config.json").read_text())
-    assert config["babble"] == 2 and config["room_copies"] == 1 and config["noise_clips"] == 2
+    assert config["babble"] == 2 and config["room_copies"] == 1 and config["room_bank"] == 2
+    assert config["noise_clips"] == 2
     assert 0.0 <= json.loads((run / "metrics.json").read_text())["test_accuracy"] <= 1.0

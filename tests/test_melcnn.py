@@ -92,7 +92,8 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
     added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0,
-                   "speed": 1.0, "shift": False, "sample_rate": 22050, "mel_bands": 64, "teacher": [], "teacher_weight": 0.5}
+                   "speed": 1.0, "shift": False, "sample_rate": 22050, "mel_bands": 64, "teacher": [], "teacher_weight": 0.5,
+                   "noise_clips": 0, "room_bank": 48}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -175,6 +176,12 @@ def test_augmentation_is_speed_shift_crop_then_the_books_masks_and_each_can_be_s
         configure(["--babble", "-2"])
     with pytest.raises(ValueError, match="--babble .* needs --conditions > 0"):
         configure(["--babble", "64", "--conditions", "0"])
+    with pytest.raises(ValueError, match="--noise-clips must be >= 0, not -1"):
+        configure(["--noise-clips", "-1"])
+    with pytest.raises(ValueError, match="--noise-clips .* needs --conditions > 0"):
+        configure(["--noise-clips", "64", "--conditions", "0"])
+    with pytest.raises(ValueError, match="--room-bank must be >= 1, not 0"):
+        configure(["--room-bank", "0"])
     with pytest.raises(ValueError, match="--speed must be >= 1, not 0.8"):
         configure(["--speed", "0.8"])
     speed, crop, masks = build_augment(configure(["--speed", "1.25"]), FRONTEND).transforms

@@ -96,6 +96,7 @@ class MelCNNConfig(TrainingConfig):
     room_drr_db: tuple = (-3.0, 12.0)  # direct-to-reverberant ratios of the simulated rooms
     background_clips: bool = False  # other training clips as backgrounds, one more recording condition
     room_copies: int = 0  # copies of each training clip in image-source rooms (train.rooms); 0 = rooms on mel power
+    room_bank: int = 48  # rooms those copies are drawn from
     babble: int = 0  # clips of synthetic speech babble (train.babble), one more recording condition; 0 = none
     noise_clips: int = 0  # clips of noise heard through the front end (train.noises); 0 = noise on mel power
     teacher: tuple = ()  # finished runs to distil from (train.engine.Trainer's teacher); () = none
@@ -116,6 +117,7 @@ class MelCNNConfig(TrainingConfig):
         check_range("--room-copies", self.room_copies, 0)
         check_range("--babble", self.babble, 0)
         check_range("--noise-clips", self.noise_clips, 0)
+        check_range("--room-bank", self.room_bank, 1)
         for flag, value in (("--room-copies", self.room_copies), ("--babble", self.babble),
                             ("--noise-clips", self.noise_clips)):
             if value and not self.conditions:
@@ -266,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--room-copies", type=int, default=d.room_copies, metavar="K",
                        help="hear each training clip in K image-source rooms (convolved once, before training) "
                             "instead of reverberation simulated on mel power (0)")
+    group.add_argument("--room-bank", type=int, default=d.room_bank, metavar="R",
+                       help="the image-source rooms of --room-copies are drawn from R random rooms")
     group.add_argument("--babble", type=int, default=d.babble, metavar="N",
                        help=f"with probability P, one of N 5-s clips of synthetic speech babble (train.babble) in the "
                             f"background at {snr_range} SNR, label unchanged (0 = off)")
@@ -311,8 +315,9 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
         if config.room_copies:
             paths = [clips[i].path for i in train_rows]  # the rooms' rows are the training set's
             started = time.perf_counter()
-            rooms = reverberant_log_mels(paths, frontend, config.room_copies, run.seed, progress=not config.no_progress)
-            print(f"{len(paths)} training clips heard in {config.room_copies} rooms each "
+            rooms = reverberant_log_mels(paths, frontend, config.room_copies, run.seed, bank=config.room_bank,
+                                         progress=not config.no_progress)
+            print(f"{len(paths)} training clips heard in {config.room_copies} of {config.room_bank} rooms each "
                   f"in {time.perf_counter() - started:.0f} s")
         babble = None
         if config.babble:
