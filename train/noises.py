@@ -11,6 +11,9 @@ Each clip is white noise shaped to a slope of -6..+3 dB per octave (as the mel-p
 them with a level that wanders by a few dB over a second or so. Shaping the spectrum by FFT, with the run's
 seed, keeps them apart from the robustness benchmark's noise (audiomentations' white and pink generators, its
 own seed).
+
+Status: an option, not the recipe. On fold 4 it gained 2-7 points in noise at 10 dB and 1.5 clean, and lost 3.75
+in the benchmark's larger room (one seed; docs/experiments.md, "Noise made as waveforms").
 """
 from __future__ import annotations
 
