@@ -7,7 +7,7 @@ overlapping mel filters across bands, and its texture is what a microphone's his
 image-source rooms (train.rooms) replaced the same kind of mel-power simulation for reverberation and gained
 12-13 points in rooms on fold 4; stationary noise at 10 dB SNR is what the shipped model still loses most to.
 
-Each clip is white noise shaped to a slope of -6..+3 dB per octave (as the mel-power noise draws it), half of
+Each clip is white Gaussian noise (drawn as its spectrum) shaped to a slope of -6..+3 dB per octave (as the mel-power noise draws it), half of
 them with a level that wanders by a few dB over a second or so. Shaping the spectrum by FFT, with the run's
 seed, keeps them apart from the robustness benchmark's noise (audiomentations' white and pink generators, its
 own seed).
@@ -40,7 +40,8 @@ class NoiseColours:
 def coloured_noise(rng: np.random.Generator, samples: int, rate: int, colours: NoiseColours = NoiseColours()
                    ) -> np.ndarray:
     """``samples`` of Gaussian noise whose power spectrum has a random slope in dB per octave, float32 at unit RMS."""
-    spectrum = np.fft.rfft(rng.normal(size=samples))
+    bins = samples // 2 + 1
+    spectrum = rng.normal(size=bins) + 1j * rng.normal(size=bins)  # white Gaussian noise, drawn as its spectrum
     frequencies = np.maximum(np.fft.rfftfreq(samples, 1 / rate), 20.0)  # no boost below 20 Hz
     slope = rng.uniform(*colours.slope_db_per_octave)
     x = np.fft.irfft(spectrum * 10 ** (slope * np.log2(frequencies / 1000) / 20), n=samples)
