@@ -7,10 +7,10 @@ overlapping mel filters across bands, and its texture is what a microphone's his
 image-source rooms (train.rooms) replaced the same kind of mel-power simulation for reverberation and gained
 12-13 points in rooms on fold 4; stationary noise at 10 dB SNR is what the shipped model still loses most to.
 
-Each clip is white Gaussian noise (drawn as its spectrum) shaped to a slope of -6..+3 dB per octave (as the mel-power noise draws it), half of
-them with a level that wanders by a few dB over a second or so. Shaping the spectrum by FFT, with the run's
-seed, keeps them apart from the robustness benchmark's noise (audiomentations' white and pink generators, its
-own seed).
+Each clip is white Gaussian noise, drawn as its spectrum and shaped to a slope of -6..+3 dB per octave (as the
+mel-power noise draws it), half of them with a level that wanders by a few dB over a second or so. Drawing it
+this way, with the run's seed, keeps it apart from the robustness benchmark's noise (audiomentations' white and
+pink generators, its own seed).
 
 Status: an option, not the recipe. On fold 4 it gained 2-7 points in noise at 10 dB and 1.5 clean, and lost 3.75
 in the benchmark's larger room (one seed; docs/experiments.md, "Noise made as waveforms").
