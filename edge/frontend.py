@@ -2,7 +2,8 @@
 
 waveform, rate -> resample -> fixed 5-s window -> mel power spectrogram (Slaney mel, as
 ``librosa.feature.melspectrogram``) -> dB (``librosa.power_to_db(ref=np.max, top_db=80)``)
--> a fixed-size image for the CNN (3 channels, ImageNet mean/std).
+-> a fixed-size image for the CNN (3 channels, ImageNet mean/std). Instead of the dB scale, the image can
+hold per-channel energy normalisation (``compression="pcen"``, Wang et al. 2017, as ``librosa.pcen``).
 
 Every parameter lives in :class:`FrontEnd`, which serialises to JSON (it is stored in the ONNX
 metadata and in the name of the feature cache), so training and inference cannot drift apart.
@@ -19,6 +20,12 @@ import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+COMPRESSIONS = ("db", "pcen")
+PCEN_FIELDS = ("pcen_time_constant", "pcen_gain", "pcen_bias", "pcen_power")
+# PCEN's bias and eps assume energies of 32-bit integer audio (librosa.pcen's documentation): the window's
+# mel power, relative to its maximum, is scaled to that range first.
+PCEN_SCALE = 2.0 ** 31
+PCEN_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,11 @@ class FrontEnd:
     channels: int = 3
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
+    compression: str = "db"  # "db": dB below the window's peak, scaled to [0, 1]; "pcen": see pcen()
+    pcen_time_constant: float = 0.4  # seconds; the pcen_* defaults are librosa.pcen's
+    pcen_gain: float = 0.98
+    pcen_bias: float = 2.0
+    pcen_power: float = 0.5
 
     def __post_init__(self):
         if self.sample_rate <= 0 or self.clip_seconds <= 0:
@@ -46,6 +58,12 @@ class FrontEnd:
             raise ValueError(f"n_fft, hop_length and n_mels must be positive: {self}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"mean and std need {self.channels} values each")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, not {self.compression!r}")
+        if not (self.pcen_time_constant > 0 and 0 < self.pcen_gain <= 1 and self.pcen_bias > 0
+                and 0 < self.pcen_power <= 1):
+            raise ValueError("PCEN needs time_constant > 0, 0 < gain <= 1, bias > 0 and 0 < power <= 1: "
+                             f"{self}")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 
@@ -63,7 +81,13 @@ class FrontEnd:
         return (self.channels, self.n_mels, self.n_frames)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Every parameter as JSON; a dB front end leaves out the PCEN fields, so that it serialises (and names its
+        cache, and reads the metadata of models exported before PCEN existed) exactly as before them."""
+        fields = dataclasses.asdict(self)
+        if self.compression == "db":
+            for name in ("compression", *PCEN_FIELDS):
+                del fields[name]
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "FrontEnd":
@@ -100,8 +124,13 @@ class FrontEnd:
         return out
 
     def image(self, log_mel_db: np.ndarray) -> np.ndarray:
-        """(channels, n_mels, n_frames) float32: dB scaled to [0, 1], repeated, normalised."""
-        unit = (np.asarray(log_mel_db, np.float32) + self.top_db) / self.top_db
+        """(channels, n_mels, n_frames) float32: dB scaled to [0, 1] (or PCEN of the power), repeated, normalised."""
+        log_mel_db = np.asarray(log_mel_db, np.float32)
+        if self.compression == "pcen":
+            unit = pcen(PCEN_SCALE * 10 ** (log_mel_db / 10), self.hop_length / self.sample_rate,
+                        self.pcen_time_constant, self.pcen_gain, self.pcen_bias, self.pcen_power)
+        else:
+            unit = (log_mel_db + self.top_db) / self.top_db
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
         return (unit[None] - mean) / std
@@ -225,6 +254,29 @@ def power_to_db(power: np.ndarray, top_db: float = 80.0, amin: float = 1e-10) ->
     power = np.maximum(np.asarray(power, np.float32), amin)
     db = 10.0 * np.log10(power) - 10.0 * np.log10(power.max())
     return np.maximum(db, -top_db).astype(np.float32)
+
+
+def pcen(energy: np.ndarray, hop_seconds: float, time_constant: float = 0.4, gain: float = 0.98,
+         bias: float = 2.0, power: float = 0.5) -> np.ndarray:
+    """Per-channel energy normalisation of a (bands, frames) energy: each band divided by a running average of
+    itself (first-order IIR over ``time_constant`` seconds, started at the first frame's energy), then
+    root-compressed: ``(E / (eps + M)**gain + bias)**power - bias**power``.
+
+    A steady background, digital silence or 10 dB of noise, becomes about the same small constant and onsets
+    stand out, where the dB scale keeps the noise as a raised floor (Wang et al. 2017; Lostanlen et al. 2019).
+    Equals ``librosa.pcen(energy, zi=scipy.signal.lfilter_zi(...) * energy[:, :1])``; a loop over frames,
+    since the edge has no scipy.
+    """
+    energy = np.asarray(energy, np.float64)
+    frames = time_constant / hop_seconds
+    b = (np.sqrt(1 + 4 * frames ** 2) - 1) / (2 * frames ** 2)
+    smooth = np.empty_like(energy)
+    state = energy[:, 0] if energy.shape[1] else energy[:, :0]
+    for t in range(energy.shape[1]):
+        state = (1 - b) * state + b * energy[:, t]
+        smooth[:, t] = state
+    agc = np.exp(-gain * (np.log(PCEN_EPS) + np.log1p(smooth / PCEN_EPS)))
+    return (bias ** power * np.expm1(power * np.log1p(energy * agc / bias))).astype(np.float32)
 
 
 def audionet_input(waveform: np.ndarray, rate: int, sample_rate: int = 8000, clip_seconds: float = 5.0) -> np.ndarray:

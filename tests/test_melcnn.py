@@ -93,7 +93,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
     added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0,
                    "speed": 1.0, "shift": False, "sample_rate": 22050, "mel_bands": 64, "teacher": [], "teacher_weight": 0.5,
-                   "noise_clips": 0, "room_bank": 48}
+                   "noise_clips": 0, "room_bank": 48, "pcen": False}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 

@@ -41,11 +41,13 @@ from train.specaugment import spec_augment
 
 SAMPLE_RATES = (22050, 44100)
 MEL_BANDS = (64, 128)
+PCEN_MEAN_STD = (0.30, 0.44)  # over the PCEN images of the 1200 clips of folds 1-3 (64 bands, 22.05 kHz)
 
 
-def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BANDS[0]) -> FrontEnd:
+def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BANDS[0], pcen: bool = False) -> FrontEnd:
     """``mel_bands`` mel bands from 0 Hz to half ``sample_rate``, as one grey channel: the dB image scaled to
-    [0, 1] (0 = top_db below the window's peak), then centred.
+    [0, 1] (0 = top_db below the window's peak), then centred; with ``pcen``, per-channel energy normalisation
+    instead of dB, centred and scaled by its mean and std over ESC-50's clips.
 
     Window and hop grow with the rate (46 and 23 ms), so every rate gives the same 64 x 216 image of a 5-s
     window and the network costs the same; 44.1 kHz adds the band from 11 to 22 kHz, where clicks, glass
@@ -59,8 +61,9 @@ def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BAN
     if mel_bands not in MEL_BANDS:
         raise ValueError(f"--mel-bands must be one of {MEL_BANDS}, not {mel_bands}")
     scale = sample_rate // SAMPLE_RATES[0] * mel_bands // MEL_BANDS[0]
+    mean, std = PCEN_MEAN_STD if pcen else (0.5, 0.25)
     return FrontEnd(sample_rate=sample_rate, n_fft=1024 * scale, hop_length=512 * scale, fmax=sample_rate / 2,
-                    n_mels=mel_bands, channels=1, mean=(0.5,), std=(0.25,))
+                    n_mels=mel_bands, channels=1, mean=(mean,), std=(std,), compression="pcen" if pcen else "db")
 
 
 FRONTEND = melcnn_frontend()
@@ -77,6 +80,7 @@ class MelCNNConfig(TrainingConfig):
 
     sample_rate: int = SAMPLE_RATES[0]  # of the front end (melcnn_frontend)
     mel_bands: int = MEL_BANDS[0]
+    pcen: bool = False  # per-channel energy normalisation instead of the dB scale (melcnn_frontend)
     epochs: int = 150
     lr: float = 3e-3
     mix: str = "mixup"
@@ -105,7 +109,7 @@ class MelCNNConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        melcnn_frontend(self.sample_rate, self.mel_bands)  # refuses a rate or band count it has no front end for
+        melcnn_frontend(self.sample_rate, self.mel_bands, self.pcen)  # refuses a rate or band count it has no front end for
         check_range("--speed", self.speed, 1)
         check_range("--crop-seconds", self.crop_seconds, 0)
         check_range("--specaugment-p", self.specaugment_p, 0, 1)
@@ -124,6 +128,9 @@ class MelCNNConfig(TrainingConfig):
                 raise ValueError(f"{flag} is one of the recording conditions: it needs --conditions > 0")
         object.__setattr__(self, "teacher", tuple(self.teacher))  # argparse's nargs="+" gives a list
         check_range("--teacher-weight", self.teacher_weight, 0, 1)
+        if self.pcen and self.mix == "between-class":
+            raise ValueError("--pcen needs --mix mixup or none: between-class mixing adds the sounds as mel power, "
+                             "which it reads back from a dB image")
         if self.teacher and self.mix == "between-class":
             raise ValueError("--teacher needs --mix mixup or none: between-class mixing on mel power mixes one "
                              "view, not the student's and the teacher's alike")
@@ -173,19 +180,24 @@ class RandomTimeCrop:
 
     The start is drawn among the windows holding a frame whose loudest bin is within ``within_db`` of the
     image's loudest (the log-mel counterpart of train.augment.RandomCrop), so that short events padded
-    with silence never give a crop of silence alone. Shorter images are padded with their minimum.
+    with silence never give a crop of silence alone. A PCEN image has no dB scale: there, a frame holds the
+    sound when its loudest bin is in the upper three quarters of the range of the frames' loudest bins.
+    Shorter images are padded with their minimum.
     """
 
     def __init__(self, frames: int, frontend: FrontEnd, within_db: float = 14.0):
         self.frames, self.within_db = int(frames), float(within_db)
-        self.unit = 1.0 / (frontend.top_db * frontend.std[0])  # image units per dB
+        self.unit = 1.0 / (frontend.top_db * frontend.std[0]) if frontend.compression == "db" else None  # per dB
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         n = image.shape[-1]
         if n <= self.frames:
             return F.pad(image, (0, self.frames - n), value=float(image.min()))
         frame_peak = image[0].amax(dim=0)
-        loud = frame_peak >= frame_peak.max() - self.within_db * self.unit
+        if self.unit is None:
+            loud = frame_peak >= frame_peak.min() + 0.25 * (frame_peak.max() - frame_peak.min())
+        else:
+            loud = frame_peak >= frame_peak.max() - self.within_db * self.unit
         loud_before = F.pad(loud.cumsum(0), (1, 0))
         starts = torch.nonzero(loud_before[self.frames:] > loud_before[:n - self.frames + 1]).flatten()
         start = int(starts[torch.randint(0, len(starts), ())])
@@ -238,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--mel-bands", type=int, choices=MEL_BANDS, default=d.mel_bands,
                        help="mel bands of the front end; 128 doubles window and hop (a 128 x 108 image, the same cost): "
                             "scale --freq-mask and --time-mask with it")
+    group.add_argument("--pcen", action=argparse.BooleanOptionalAction, default=d.pcen,
+                       help="per-channel energy normalisation of the mel power instead of the dB scale (stored in the "
+                            "exported model's front end, so the edge computes it too)")
     group.add_argument("--widths", type=widths_arg, default=d.widths, metavar="C1,C2,...",
                        help="channels of each stage")
     group.add_argument("--dropout", type=float, default=d.dropout)
@@ -337,7 +352,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
 
 
 def train_all(config: MelCNNConfig, plan: list) -> list:
-    frontend = melcnn_frontend(config.sample_rate, config.mel_bands)
+    frontend = melcnn_frontend(config.sample_rate, config.mel_bands, config.pcen)
     log_mels, clips = load_log_mels(config.data, frontend, config.cache_dir, progress=not config.no_progress)
     log_mels = np.ascontiguousarray(log_mels)  # 2000 x 64 x 216 floats: 110 MB, read once
     return [train_run(config, run, log_mels, clips, frontend) for run in plan]
