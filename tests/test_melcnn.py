@@ -126,11 +126,12 @@ def test_bad_widths_on_the_command_line_exit_with_usage(text, capsys):
     assert widths_arg("8,16") == (8, 16)
 
 
-def test_random_time_crop_always_holds_the_sound():
+@pytest.mark.parametrize("pcen", [False, True])
+def test_random_time_crop_always_holds_the_sound(pcen):
     """A 10-frame event in 216 frames of near-silence: every 108-frame crop contains all of it or part of it."""
     image = torch.full((1, 64, 216), -2.0)
     image[0, 20:30, 150:160] = 2.0
-    crop = RandomTimeCrop(108, FRONTEND)
+    crop = RandomTimeCrop(108, melcnn_frontend(pcen=pcen))
     for seed in range(50):
         torch.manual_seed(seed)
         out = crop(image)
@@ -286,7 +287,8 @@ def test_a_melcnn_run_trains_with_between_class_mixing(fake_esc50, tmp_path):
 
 
 @pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (1, 64, 216)),
-                                                 (["--mel-bands", "128", "--time-mask", "12"], (1, 128, 108))])
+                                                 (["--mel-bands", "128", "--time-mask", "12"], (1, 128, 108)),
+                                                 (["--pcen"], (1, 64, 216))])
 def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(fake_esc50, tmp_path, flags,
                                                                                  image_shape):
     from train.melcnn import main
@@ -297,12 +299,14 @@ def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(
     assert main(argv) == 0
     (run,) = runs.iterdir()
     config = json.loads((run / "config.json").read_text())
-    frontend = melcnn_frontend(config["sample_rate"], config["mel_bands"])
+    frontend = melcnn_frontend(config["sample_rate"], config["mel_bands"], config["pcen"])
     assert frontend.image_shape == image_shape and frontend != FRONTEND
     assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
     classifier = Classifier(run / "model.onnx")
     assert classifier.frontend == frontend
-    assert classifier.features(np.zeros(5 * 48000, np.float32), 48000).shape == (1, *image_shape)
+    wave = np.random.default_rng(0).standard_normal(5 * 48000).astype(np.float32)
+    assert np.array_equal(classifier.features(wave, 48000)[0], frontend(wave, 48000))
+    assert classifier.features(wave, 48000).shape == (1, *image_shape)
 
 
 def untrained_run(run: Path) -> Path:
@@ -531,6 +535,12 @@ def test_averaged_models_average_probabilities():
     pair = AveragedModels([Fixed([0.0, 0.0]), Fixed([2.0, 0.0])])
     expected = (torch.tensor([0.5, 0.5]) + torch.tensor([2.0, 0.0]).softmax(0)) / 2
     assert torch.allclose(pair(torch.zeros(3, 1)).softmax(1), expected.expand(3, -1))
+
+
+def test_pcen_refuses_between_class_mixing_which_reads_power_back_from_a_db_image():
+    assert configure(["--pcen"]).pcen and not configure([]).pcen
+    with pytest.raises(ValueError, match="--pcen needs --mix mixup or none"):
+        configure(["--pcen", "--mix", "between-class"])
 
 
 def test_distillation_settings_are_checked_once_in_the_config():
