@@ -3,7 +3,8 @@
 waveform, rate -> resample -> fixed 5-s window -> mel power spectrogram (Slaney mel, as
 ``librosa.feature.melspectrogram``) -> dB (``librosa.power_to_db(ref=np.max, top_db=80)``)
 -> a fixed-size image for the CNN (3 channels, ImageNet mean/std). Instead of the dB scale, the image can
-hold per-channel energy normalisation (``compression="pcen"``, Wang et al. 2017, as ``librosa.pcen``).
+hold per-channel energy normalisation (``compression="pcen"``, Wang et al. 2017, as ``librosa.pcen``), or
+both as two channels (``"db+pcen"``).
 
 Every parameter lives in :class:`FrontEnd`, which serialises to JSON (it is stored in the ONNX
 metadata and in the name of the feature cache), so training and inference cannot drift apart.
@@ -20,7 +21,7 @@ import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-COMPRESSIONS = ("db", "pcen")
+COMPRESSIONS = ("db", "pcen", "db+pcen")
 PCEN_FIELDS = ("pcen_time_constant", "pcen_gain", "pcen_bias", "pcen_power")
 # PCEN's bias and eps assume energies of 32-bit integer audio (librosa.pcen's documentation): the window's
 # mel power, relative to its maximum, is scaled to that range first.
@@ -43,7 +44,7 @@ class FrontEnd:
     channels: int = 3
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
-    compression: str = "db"  # "db": dB below the window's peak, scaled to [0, 1]; "pcen": see pcen()
+    compression: str = "db"  # "db": dB below the window's peak, scaled to [0, 1]; "pcen": see pcen(); "db+pcen": both
     pcen_time_constant: float = 0.4  # seconds; the pcen_* defaults are librosa.pcen's
     pcen_gain: float = 0.98
     pcen_bias: float = 2.0
@@ -60,6 +61,8 @@ class FrontEnd:
             raise ValueError(f"mean and std need {self.channels} values each")
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {COMPRESSIONS}, not {self.compression!r}")
+        if self.compression == "db+pcen" and self.channels != 2:
+            raise ValueError(f"compression db+pcen gives two channels (dB, PCEN), not {self.channels}")
         if not (self.pcen_time_constant > 0 and 0 < self.pcen_gain <= 1 and self.pcen_bias > 0
                 and 0 < self.pcen_power <= 1):
             raise ValueError("PCEN needs time_constant > 0, 0 < gain <= 1, bias > 0 and 0 < power <= 1: "
@@ -124,16 +127,18 @@ class FrontEnd:
         return out
 
     def image(self, log_mel_db: np.ndarray) -> np.ndarray:
-        """(channels, n_mels, n_frames) float32: dB scaled to [0, 1] (or PCEN of the power), repeated, normalised."""
+        """(channels, n_mels, n_frames) float32: dB scaled to [0, 1], or PCEN of the power, repeated, or both
+        (dB first); each channel normalised by its mean and std."""
         log_mel_db = np.asarray(log_mel_db, np.float32)
-        if self.compression == "pcen":
-            unit = pcen(PCEN_SCALE * 10 ** (log_mel_db / 10), self.hop_length / self.sample_rate,
-                        self.pcen_time_constant, self.pcen_gain, self.pcen_bias, self.pcen_power)
-        else:
-            unit = (log_mel_db + self.top_db) / self.top_db
+        layers = []
+        if self.compression in ("db", "db+pcen"):
+            layers.append((log_mel_db + self.top_db) / self.top_db)
+        if self.compression in ("pcen", "db+pcen"):
+            layers.append(pcen(PCEN_SCALE * 10 ** (log_mel_db / 10), self.hop_length / self.sample_rate,
+                               self.pcen_time_constant, self.pcen_gain, self.pcen_bias, self.pcen_power))
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
-        return (unit[None] - mean) / std
+        return ((np.stack(layers) - mean) / std).astype(np.float32, copy=False)
 
     def __call__(self, waveform: np.ndarray, rate: int) -> np.ndarray:
         """Waveform at any rate -> the normalised CNN image for its (first) 5-s window."""

@@ -178,6 +178,8 @@ def test_unknown_or_invalid_parameters_are_refused():
         FrontEnd(compression="log")
     with pytest.raises(ValueError, match="PCEN"):
         FrontEnd(compression="pcen", pcen_gain=1.5)
+    with pytest.raises(ValueError, match="two channels"):
+        FrontEnd(compression="db+pcen")  # three ImageNet channels by default
 
 
 def test_a_pcen_front_end_round_trips_and_a_db_one_serialises_without_pcen_fields():
@@ -224,6 +226,14 @@ def test_pcen_makes_steady_noise_look_like_silence_where_db_raises_the_floor():
         floor = np.median(quiet[:, outside])
         shifts[compression] = (np.median(noisy[:, outside]) - floor) / (quiet[:, inside].max() - floor)
     assert shifts["db"] > 0.5 and shifts["pcen"] < 0.15
+
+
+def test_a_db_plus_pcen_image_holds_the_db_image_then_the_pcen_image():
+    wave, rate = burst_in_noise(20.0)
+    both = FrontEnd(n_mels=64, channels=2, mean=(0.5, 0.3), std=(0.25, 0.44), compression="db+pcen")(wave, rate)
+    db = FrontEnd(n_mels=64, channels=1, mean=(0.5,), std=(0.25,))(wave, rate)
+    alone = FrontEnd(n_mels=64, channels=1, mean=(0.3,), std=(0.44,), compression="pcen")(wave, rate)
+    assert both.shape == (2, 64, 216) and np.array_equal(both[:1], db) and np.array_equal(both[1:], alone)
 
 
 def test_the_pcen_image_does_not_depend_on_the_gain():

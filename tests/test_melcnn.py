@@ -1,6 +1,7 @@
 """MelCNN (train/melcnn.py): shapes, the crop that finds the sound, the recipe's defaults, export parity."""
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
     added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0,
                    "speed": 1.0, "shift": False, "sample_rate": 22050, "mel_bands": 64, "teacher": [], "teacher_weight": 0.5,
-                   "noise_clips": 0, "room_bank": 48, "pcen": False}
+                   "noise_clips": 0, "room_bank": 48, "compression": "db"}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -126,12 +127,12 @@ def test_bad_widths_on_the_command_line_exit_with_usage(text, capsys):
     assert widths_arg("8,16") == (8, 16)
 
 
-@pytest.mark.parametrize("pcen", [False, True])
-def test_random_time_crop_always_holds_the_sound(pcen):
+@pytest.mark.parametrize("compression", ["db", "pcen", "db+pcen"])
+def test_random_time_crop_always_holds_the_sound(compression):
     """A 10-frame event in 216 frames of near-silence: every 108-frame crop contains all of it or part of it."""
     image = torch.full((1, 64, 216), -2.0)
     image[0, 20:30, 150:160] = 2.0
-    crop = RandomTimeCrop(108, melcnn_frontend(pcen=pcen))
+    crop = RandomTimeCrop(108, melcnn_frontend(compression=compression))
     for seed in range(50):
         torch.manual_seed(seed)
         out = crop(image)
@@ -288,7 +289,8 @@ def test_a_melcnn_run_trains_with_between_class_mixing(fake_esc50, tmp_path):
 
 @pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (1, 64, 216)),
                                                  (["--mel-bands", "128", "--time-mask", "12"], (1, 128, 108)),
-                                                 (["--pcen"], (1, 64, 216))])
+                                                 (["--compression", "pcen"], (1, 64, 216)),
+                                                 (["--compression", "db+pcen"], (2, 64, 216))])
 def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(fake_esc50, tmp_path, flags,
                                                                                  image_shape):
     from train.melcnn import main
@@ -299,7 +301,7 @@ def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(
     assert main(argv) == 0
     (run,) = runs.iterdir()
     config = json.loads((run / "config.json").read_text())
-    frontend = melcnn_frontend(config["sample_rate"], config["mel_bands"], config["pcen"])
+    frontend = melcnn_frontend(config["sample_rate"], config["mel_bands"], config["compression"])
     assert frontend.image_shape == image_shape and frontend != FRONTEND
     assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
     classifier = Classifier(run / "model.onnx")
@@ -537,10 +539,11 @@ def test_averaged_models_average_probabilities():
     assert torch.allclose(pair(torch.zeros(3, 1)).softmax(1), expected.expand(3, -1))
 
 
-def test_pcen_refuses_between_class_mixing_which_reads_power_back_from_a_db_image():
-    assert configure(["--pcen"]).pcen and not configure([]).pcen
-    with pytest.raises(ValueError, match="--pcen needs --mix mixup or none"):
-        configure(["--pcen", "--mix", "between-class"])
+@pytest.mark.parametrize("compression", ["pcen", "db+pcen"])
+def test_pcen_refuses_between_class_mixing_which_reads_power_back_from_a_db_image(compression):
+    assert configure(["--compression", compression]).compression == compression and configure([]).compression == "db"
+    with pytest.raises(ValueError, match=re.escape(f"--compression {compression} needs --mix mixup or none")):
+        configure(["--compression", compression, "--mix", "between-class"])
 
 
 def test_distillation_settings_are_checked_once_in_the_config():

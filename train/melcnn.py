@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import Compose
 
-from edge.frontend import FrontEnd
+from edge.frontend import COMPRESSIONS, FrontEnd
 from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import class_names
@@ -41,13 +41,16 @@ from train.specaugment import spec_augment
 
 SAMPLE_RATES = (22050, 44100)
 MEL_BANDS = (64, 128)
+DB_MEAN_STD = (0.5, 0.25)
 PCEN_MEAN_STD = (0.30, 0.44)  # over the PCEN images of the 1200 clips of folds 1-3 (64 bands, 22.05 kHz)
 
 
-def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BANDS[0], pcen: bool = False) -> FrontEnd:
+def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BANDS[0],
+                    compression: str = COMPRESSIONS[0]) -> FrontEnd:
     """``mel_bands`` mel bands from 0 Hz to half ``sample_rate``, as one grey channel: the dB image scaled to
-    [0, 1] (0 = top_db below the window's peak), then centred; with ``pcen``, per-channel energy normalisation
-    instead of dB, centred and scaled by its mean and std over ESC-50's clips.
+    [0, 1] (0 = top_db below the window's peak), then centred. ``compression`` "pcen" gives per-channel energy
+    normalisation instead of dB, "db+pcen" both as two channels; PCEN is centred and scaled by its mean and std
+    over ESC-50's training folds.
 
     Window and hop grow with the rate (46 and 23 ms), so every rate gives the same 64 x 216 image of a 5-s
     window and the network costs the same; 44.1 kHz adds the band from 11 to 22 kHz, where clicks, glass
@@ -60,10 +63,13 @@ def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BAN
         raise ValueError(f"--sample-rate must be one of {SAMPLE_RATES}, not {sample_rate}")
     if mel_bands not in MEL_BANDS:
         raise ValueError(f"--mel-bands must be one of {MEL_BANDS}, not {mel_bands}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"--compression must be one of {COMPRESSIONS}, not {compression!r}")
     scale = sample_rate // SAMPLE_RATES[0] * mel_bands // MEL_BANDS[0]
-    mean, std = PCEN_MEAN_STD if pcen else (0.5, 0.25)
+    norms = {"db": DB_MEAN_STD, "pcen": PCEN_MEAN_STD}
+    mean, std = zip(*(norms[layer] for layer in compression.split("+")))
     return FrontEnd(sample_rate=sample_rate, n_fft=1024 * scale, hop_length=512 * scale, fmax=sample_rate / 2,
-                    n_mels=mel_bands, channels=1, mean=(mean,), std=(std,), compression="pcen" if pcen else "db")
+                    n_mels=mel_bands, channels=len(mean), mean=mean, std=std, compression=compression)
 
 
 FRONTEND = melcnn_frontend()
@@ -80,7 +86,7 @@ class MelCNNConfig(TrainingConfig):
 
     sample_rate: int = SAMPLE_RATES[0]  # of the front end (melcnn_frontend)
     mel_bands: int = MEL_BANDS[0]
-    pcen: bool = False  # per-channel energy normalisation instead of the dB scale (melcnn_frontend)
+    compression: str = COMPRESSIONS[0]  # of the mel power: dB, per-channel energy normalisation, or both (melcnn_frontend)
     epochs: int = 150
     lr: float = 3e-3
     mix: str = "mixup"
@@ -109,7 +115,7 @@ class MelCNNConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        melcnn_frontend(self.sample_rate, self.mel_bands, self.pcen)  # refuses a rate or band count it has no front end for
+        melcnn_frontend(self.sample_rate, self.mel_bands, self.compression)  # refuses what it has no front end for
         check_range("--speed", self.speed, 1)
         check_range("--crop-seconds", self.crop_seconds, 0)
         check_range("--specaugment-p", self.specaugment_p, 0, 1)
@@ -128,9 +134,9 @@ class MelCNNConfig(TrainingConfig):
                 raise ValueError(f"{flag} is one of the recording conditions: it needs --conditions > 0")
         object.__setattr__(self, "teacher", tuple(self.teacher))  # argparse's nargs="+" gives a list
         check_range("--teacher-weight", self.teacher_weight, 0, 1)
-        if self.pcen and self.mix == "between-class":
-            raise ValueError("--pcen needs --mix mixup or none: between-class mixing adds the sounds as mel power, "
-                             "which it reads back from a dB image")
+        if self.compression != "db" and self.mix == "between-class":
+            raise ValueError(f"--compression {self.compression} needs --mix mixup or none: between-class mixing adds "
+                             "the sounds as mel power, which it reads back from a dB image")
         if self.teacher and self.mix == "between-class":
             raise ValueError("--teacher needs --mix mixup or none: between-class mixing on mel power mixes one "
                              "view, not the student's and the teacher's alike")
@@ -180,14 +186,15 @@ class RandomTimeCrop:
 
     The start is drawn among the windows holding a frame whose loudest bin is within ``within_db`` of the
     image's loudest (the log-mel counterpart of train.augment.RandomCrop), so that short events padded
-    with silence never give a crop of silence alone. A PCEN image has no dB scale: there, a frame holds the
-    sound when its loudest bin is in the upper three quarters of the range of the frames' loudest bins.
+    with silence never give a crop of silence alone (in the first channel, dB unless the image is PCEN alone,
+    which has no dB scale: there a frame holds the sound when its loudest bin is in the upper three quarters of
+    the range of the frames' loudest bins).
     Shorter images are padded with their minimum.
     """
 
     def __init__(self, frames: int, frontend: FrontEnd, within_db: float = 14.0):
         self.frames, self.within_db = int(frames), float(within_db)
-        self.unit = 1.0 / (frontend.top_db * frontend.std[0]) if frontend.compression == "db" else None  # per dB
+        self.unit = None if frontend.compression == "pcen" else 1.0 / (frontend.top_db * frontend.std[0])  # per dB
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         n = image.shape[-1]
@@ -250,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--mel-bands", type=int, choices=MEL_BANDS, default=d.mel_bands,
                        help="mel bands of the front end; 128 doubles window and hop (a 128 x 108 image, the same cost): "
                             "scale --freq-mask and --time-mask with it")
-    group.add_argument("--pcen", action=argparse.BooleanOptionalAction, default=d.pcen,
-                       help="per-channel energy normalisation of the mel power instead of the dB scale (stored in the "
-                            "exported model's front end, so the edge computes it too)")
+    group.add_argument("--compression", choices=COMPRESSIONS, default=d.compression,
+                       help="the image of the mel power: dB below the window's peak, per-channel energy normalisation "
+                            "(PCEN: steady backgrounds flattened), or both as two channels; stored in the exported "
+                            "model's front end, so the edge computes the same")
     group.add_argument("--widths", type=widths_arg, default=d.widths, metavar="C1,C2,...",
                        help="channels of each stage")
     group.add_argument("--dropout", type=float, default=d.dropout)
@@ -352,7 +360,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
 
 
 def train_all(config: MelCNNConfig, plan: list) -> list:
-    frontend = melcnn_frontend(config.sample_rate, config.mel_bands, config.pcen)
+    frontend = melcnn_frontend(config.sample_rate, config.mel_bands, config.compression)
     log_mels, clips = load_log_mels(config.data, frontend, config.cache_dir, progress=not config.no_progress)
     log_mels = np.ascontiguousarray(log_mels)  # 2000 x 64 x 216 floats: 110 MB, read once
     return [train_run(config, run, log_mels, clips, frontend) for run in plan]
