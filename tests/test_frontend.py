@@ -178,7 +178,7 @@ def test_unknown_or_invalid_parameters_are_refused():
         FrontEnd(compression="log")
     with pytest.raises(ValueError, match="PCEN"):
         FrontEnd(compression="pcen", pcen_gain=1.5)
-    with pytest.raises(ValueError, match="two channels"):
+    with pytest.raises(ValueError, match=r"db\+pcen gives 2 channels \(db, pcen\), not 3"):
         FrontEnd(compression="db+pcen")  # three ImageNet channels by default
 
 

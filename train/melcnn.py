@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import Compose
 
-from edge.frontend import COMPRESSIONS, FrontEnd
+from edge.frontend import COMPRESSIONS, FrontEnd, compression_layers
 from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import class_names
@@ -67,7 +67,7 @@ def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BAN
         raise ValueError(f"--compression must be one of {COMPRESSIONS}, not {compression!r}")
     scale = sample_rate // SAMPLE_RATES[0] * mel_bands // MEL_BANDS[0]
     norms = {"db": DB_MEAN_STD, "pcen": PCEN_MEAN_STD}
-    mean, std = zip(*(norms[layer] for layer in compression.split("+")))
+    mean, std = zip(*(norms[layer] for layer in compression_layers(compression)))
     return FrontEnd(sample_rate=sample_rate, n_fft=1024 * scale, hop_length=512 * scale, fmax=sample_rate / 2,
                     n_mels=mel_bands, channels=len(mean), mean=mean, std=std, compression=compression)
 
