@@ -285,22 +285,28 @@ def pcen(energy: np.ndarray, hop_seconds: float, time_constant: float = 0.4, gai
     """
     energy = np.asarray(energy, np.float64)
     frames = time_constant / hop_seconds
-    smooth = energy @ pcen_smoother(energy.shape[1], (np.sqrt(1 + 4 * frames ** 2) - 1) / (2 * frames ** 2))
+    smooth = running_average(energy, (np.sqrt(1 + 4 * frames ** 2) - 1) / (2 * frames ** 2))
     agc = np.exp(-gain * (np.log(PCEN_EPS) + np.log1p(smooth / PCEN_EPS)))
     return (bias ** power * np.expm1(power * np.log1p(energy * agc / bias))).astype(np.float32)
 
 
-@lru_cache(maxsize=8)
-def pcen_smoother(n_frames: int, b: float) -> np.ndarray:
-    """(n_frames, n_frames) matrix of PCEN's smoother ``M[t] = (1 - b) M[t-1] + b E[t]``, ``M[-1] = E[0]``, so that
-    ``E @ matrix`` runs it over every band at once: the edge has no scipy.signal.lfilter, and a Python loop over
-    frames took twice as long."""
-    t = np.arange(n_frames)
-    lag = t[None, :] - t[:, None]  # output frame minus input frame
-    matrix = np.where(lag >= 0, b * (1 - b) ** np.maximum(lag, 0), 0.0)
-    matrix[0] += (1 - b) ** (t + 1)  # the state before the first frame, E[0], decayed
-    matrix.setflags(write=False)
-    return matrix
+def running_average(energy: np.ndarray, b: float) -> np.ndarray:
+    """``M[t] = (1 - b) M[t-1] + b E[t]`` along the last axis, with ``M[-1] = E[0]`` (scipy.signal.lfilter with
+    its steady-state start), without scipy and without a Python loop over frames: within a block,
+    ``M[t] = r^(t+1) M[-1] + b r^t cumsum(E[k] r^-k)`` with ``r = 1 - b``, blocks short enough for ``r^-k`` to stay
+    finite. A loop over frames cost 1.8 ms of a 6-ms listener window; one product with a (frames x frames)
+    matrix was as fast as this alone, but numpy's threaded product stalled against onnxruntime's threads
+    (window median 8.1 ms, p95 24 ms, at 2 threads)."""
+    r = 1.0 - b
+    block = max(1, min(energy.shape[-1], int(600 / -np.log(r)))) if r > 0 else 1
+    out = np.empty_like(energy)
+    state = energy[..., :1]
+    for start in range(0, energy.shape[-1], block):
+        x = energy[..., start:start + block]
+        k = np.arange(x.shape[-1])
+        out[..., start:start + block] = r ** (k + 1) * state + b * r ** k * np.cumsum(x * r ** -k, axis=-1)
+        state = out[..., start + x.shape[-1] - 1:start + x.shape[-1]]
+    return out
 
 
 def audionet_input(waveform: np.ndarray, rate: int, sample_rate: int = 8000, clip_seconds: float = 5.0) -> np.ndarray:

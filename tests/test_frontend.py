@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.frontend import FrontEnd, fit_length, mel_filterbank, pcen, resample
+from edge.frontend import FrontEnd, fit_length, mel_filterbank, pcen, resample, running_average
 from edge_models import LOW_HZ
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,6 +202,19 @@ def test_pcen_matches_librosa():
     expected = librosa.pcen(energy, sr=22050, hop_length=512, time_constant=time_constant,
                             zi=signal.lfilter_zi([b], [1, b - 1]) * energy[:, :1])
     assert np.allclose(pcen(energy, hop_seconds, time_constant), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("b", [0.0566, 0.5, 0.999, 1.0])
+def test_the_running_average_is_the_first_order_recursion_over_any_length(b):
+    """Blocked cumulative sums stand in for a loop over frames; they must stay exact (and finite) however long
+    the input and however fast the average, across the blocks' edges."""
+    energy = np.random.default_rng(1).gamma(1.0, 1e9, size=(3, 3000))
+    expected, state = np.empty_like(energy), energy[:, 0]
+    for t in range(energy.shape[1]):
+        state = (1 - b) * state + b * energy[:, t]
+        expected[:, t] = state
+    assert np.allclose(running_average(energy, b), expected, rtol=1e-12, atol=0)
+    assert running_average(energy[:, :0], b).shape == (3, 0)
 
 
 def burst_in_noise(noise_below_db: float | None, rate: int = 22050):
