@@ -22,7 +22,8 @@ from train.specaugment import FrequencyMask, TimeMask
 
 CLASSES = ["low_tone", "high_tone"]
 REPO = Path(__file__).resolve().parents[1]
-REPORTED_RUN = "melcnn-book-seed0-20261130-035143"  # the run behind the README's MelCNN row
+REPORTED_RUN = "melcnn-dbpcen-book-seed0-20261203-052806"  # the run behind the README's MelCNN row
+DB_FRONTEND = melcnn_frontend(compression="db")  # the recipe's dB channel alone, for tests of the dB image
 
 
 def configure(argv: list) -> MelCNNConfig:
@@ -30,10 +31,12 @@ def configure(argv: list) -> MelCNNConfig:
     return MelCNNConfig.from_args(build_parser().parse_args(argv))
 
 
-def test_the_front_end_gives_one_64_band_channel_per_5_s_window():
-    assert FRONTEND.image_shape == (1, 64, 216)
-    image = FRONTEND(np.random.default_rng(0).standard_normal(44100 * 5).astype(np.float32), 44100)
-    assert image.shape == (1, 64, 216) and image.dtype == np.float32
+def test_the_front_end_gives_a_db_and_a_pcen_channel_of_64_bands_per_5_s_window():
+    assert FRONTEND.image_shape == (2, 64, 216) and FRONTEND.layers == ("db", "pcen")
+    wave = np.random.default_rng(0).standard_normal(44100 * 5).astype(np.float32)
+    image = FRONTEND(wave, 44100)
+    assert image.shape == (2, 64, 216) and image.dtype == np.float32
+    assert np.array_equal(image[:1], DB_FRONTEND(wave, 44100))
 
 
 def test_the_full_band_front_end_keeps_the_image_and_hears_above_11_khz():
@@ -55,7 +58,7 @@ def test_128_bands_resolve_tones_that_64_bands_put_side_by_side():
     """128 bands with window and hop doubled: a 128 x 108 image (the same network cost) with a band between
     tones 60 Hz apart, which 64 bands put in neighbouring bands."""
     fine = melcnn_frontend(mel_bands=128)
-    assert fine.image_shape == (1, 128, 108) and (fine.n_fft, fine.hop_length) == (2 * FRONTEND.n_fft, 2 * FRONTEND.hop_length)
+    assert fine.image_shape == (2, 128, 108) and (fine.n_fft, fine.hop_length) == (2 * FRONTEND.n_fft, 2 * FRONTEND.hop_length)
     t = np.arange(5 * 22050) / 22050
 
     def peak_band(frontend, hz):
@@ -71,7 +74,7 @@ def test_128_bands_resolve_tones_that_64_bands_put_side_by_side():
 def test_logits_for_crops_and_whole_windows_of_any_length(frames):
     model = MelCNN(n_classes=50).eval()
     with torch.no_grad():
-        logits = model(torch.randn(3, 1, 64, frames))
+        logits = model(torch.randn(3, 2, 64, frames))
     assert logits.shape == (3, 50)
 
 
@@ -91,11 +94,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     saved = json.loads((REPO / "results" / REPORTED_RUN / "config.json").read_text())
     defaults = configure([])
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
-    # Settings added after that run, at the values that do what it did (the code of its commit had no such step).
-    added_since = {"room_drr_db": [-3.0, 12.0], "background_clips": False, "room_copies": 0, "babble": 0,
-                   "speed": 1.0, "shift": False, "sample_rate": 22050, "mel_bands": 64, "teacher": [], "teacher_weight": 0.5,
-                   "noise_clips": 0, "room_bank": 48, "compression": "db"}
-    reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
+    reported = MelCNNConfig.from_saved(saved)  # also refuses a saved file with missing or other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
 
@@ -105,7 +104,7 @@ def test_mean_plus_max_pooling_adds_the_loudest_frame_to_the_average():
     mean_model = MelCNN(n_classes=2, widths=(4,), pooling="mean", dropout=0.0).eval()
     both = MelCNN(n_classes=2, widths=(4,), pooling="mean+max", dropout=0.0).eval()
     both.load_state_dict(mean_model.state_dict())
-    x = torch.randn(1, 1, 8, 64)
+    x = torch.randn(1, 2, 8, 64)
     with torch.no_grad():
         features = mean_model.features(x).mean(dim=2)
         expected = mean_model.classifier(features.mean(-1) + features.amax(-1))
@@ -195,10 +194,10 @@ def test_augmentation_is_speed_shift_crop_then_the_books_masks_and_each_can_be_s
 def test_the_shift_lets_a_crop_hold_what_the_clip_ends_with_before_its_onset():
     """A sound at the very start of its clip (as ESC-50's usually are) never follows anything in a plain
     crop; rolled, it follows the clip's own end, as it follows room tone in a listener's window."""
-    db = np.full((FRONTEND.n_mels, 216), -FRONTEND.top_db, np.float32)
+    db = np.full((DB_FRONTEND.n_mels, 216), -DB_FRONTEND.top_db, np.float32)
     db[10:20, :40] = 0.0  # a 40-frame sound in bands 10-19 at the clip's start, silence after it
-    image = torch.from_numpy(FRONTEND.image(db))
-    chain = build_augment(configure(["--shift", "--no-specaugment"]), FRONTEND)
+    image = torch.from_numpy(DB_FRONTEND.image(db))
+    chain = build_augment(configure(["--shift", "--no-specaugment", "--compression", "db"]), DB_FRONTEND)
     torch.manual_seed(0)
     onsets = []
     for _ in range(200):
@@ -262,16 +261,17 @@ def test_between_class_on_mel_power_mixes_at_the_perceived_ratio():
 
 def test_between_class_on_mel_power_leaves_a_clip_mixed_with_itself_unchanged():
     db = np.random.default_rng(0).uniform(-60, 0, (64, 30)).astype(np.float32)
-    image = FRONTEND.image(db - db.max())
+    image = DB_FRONTEND.image(db - db.max())
     batch = torch.from_numpy(np.stack([image] * 4))
     torch.manual_seed(0)
-    mixed, _, _ = BetweenClassMel(FRONTEND)(batch)
+    mixed, _, _ = BetweenClassMel(DB_FRONTEND)(batch)
     torch.testing.assert_close(mixed, batch, atol=1e-4, rtol=0)
 
 
 def test_melcnn_mixes_images_by_mixup_or_by_mel_power():
     assert repr(build_mix(configure([]), frontend=FRONTEND)) == "Mixup(alpha=1.0)"
-    assert isinstance(build_mix(configure(["--mix", "between-class"]), frontend=FRONTEND), BetweenClassMel)
+    between_class = configure(["--compression", "db", "--mix", "between-class"])
+    assert isinstance(build_mix(between_class, frontend=DB_FRONTEND), BetweenClassMel)
     assert build_mix(configure(["--mix", "none"]), frontend=FRONTEND) is None
 
 
@@ -280,17 +280,17 @@ def test_a_melcnn_run_trains_with_between_class_mixing(fake_esc50, tmp_path):
 
     runs = tmp_path / "runs"
     argv = ["--data", str(fake_esc50), "--out", str(runs), "--device", "cpu", "--no-progress", "--epochs", "1",
-            "--batch-size", "4", "--widths", "4", "--mix", "between-class"]
+            "--batch-size", "4", "--widths", "4", "--compression", "db", "--mix", "between-class"]
     assert main(argv) == 0
     (run,) = runs.iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["mix"] == "BetweenClassMel()" and np.isfinite(metrics["epochs"][0]["train_loss"])
 
 
-@pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (1, 64, 216)),
-                                                 (["--mel-bands", "128", "--time-mask", "12"], (1, 128, 108)),
+@pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (2, 64, 216)),
+                                                 (["--mel-bands", "128", "--time-mask", "12"], (2, 128, 108)),
                                                  (["--compression", "pcen"], (1, 64, 216)),
-                                                 (["--compression", "db+pcen"], (2, 64, 216))])
+                                                 (["--compression", "db"], (1, 64, 216))])
 def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(fake_esc50, tmp_path, flags,
                                                                                  image_shape):
     from train.melcnn import main
@@ -314,7 +314,8 @@ def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(
 def untrained_run(run: Path) -> Path:
     """A MelCNN run folder as the engine writes it (best.pt, metrics.json), with untrained weights."""
     torch.manual_seed(0)
-    kwargs = {"n_classes": len(CLASSES), "widths": [4, 8], "dropout": 0.3, "pooling": "mean+max", "in_channels": 1}
+    kwargs = {"n_classes": len(CLASSES), "widths": [4, 8], "dropout": 0.3, "pooling": "mean+max",
+              "in_channels": FRONTEND.channels}
     run.mkdir()
     spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
             "frontend": FRONTEND.to_json()}
@@ -327,7 +328,7 @@ def untrained_run(run: Path) -> Path:
 
 def test_crop_averaging_averages_evenly_spaced_crops_and_reports_every_variant(tmp_path, fake_esc50):
     model = MelCNN(n_classes=3, widths=(4,)).eval()
-    images = torch.randn(2, 1, 64, 216)
+    images = torch.randn(2, 2, 64, 216)
     with torch.no_grad():
         expected = torch.stack([model(images[..., s:s + 108]).softmax(-1) for s in (0, 54, 108)]).mean(0)
     assert torch.allclose(crop_average(model, images, 108, 3), expected, atol=1e-6)
@@ -384,7 +385,7 @@ def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_
     assert classifier.frontend == FRONTEND and classifier.meta["model_name"] == "melcnn"
     wave = np.random.default_rng(1).standard_normal(5 * 16000).astype(np.float32)
     features = classifier.features(wave, 16000)
-    assert features.shape == (1, 1, 64, 216)
+    assert features.shape == (1, 2, 64, 216)
     with torch.no_grad():
         expected = to_onnx.Run.load(run).build_model()(torch.from_numpy(features)).softmax(-1)[0].numpy()
     assert np.allclose(classifier.infer(features), expected, atol=1e-5)
@@ -484,18 +485,18 @@ def test_the_teacher_view_is_the_clean_clip_cut_and_masked_with_the_students():
 
     clean = burst_log_mel(seconds=1.0)[None]
     quieter = 10.0  # "conditions" that turn the clip down by 10 dB (relative to the peak, above the floor)
-    images = LogMelImages(clean, [0], FRONTEND, transform=RandomTimeCrop(50, FRONTEND),
-                          conditions=lambda db, index: np.maximum(db - quieter, -FRONTEND.top_db), teacher_view=True)
+    images = LogMelImages(clean, [0], DB_FRONTEND, transform=RandomTimeCrop(50, DB_FRONTEND),
+                          conditions=lambda db, index: np.maximum(db - quieter, -DB_FRONTEND.top_db), teacher_view=True)
     torch.manual_seed(0)
     image, _ = images[0]
     student, teacher = image
     assert image.shape == (2, 64, 50)
-    full = torch.from_numpy(FRONTEND.image(clean[0]))[0]
+    full = torch.from_numpy(DB_FRONTEND.image(clean[0]))[0]
     starts = [s for s in range(216 - 50 + 1) if torch.equal(full[:, s:s + 50], teacher)]
     assert len(starts) == 1  # the teacher sees a crop of the clean clip ...
-    loud = teacher > teacher.min() + quieter / (FRONTEND.top_db * FRONTEND.std[0]) + 1e-3
+    loud = teacher > teacher.min() + quieter / (DB_FRONTEND.top_db * DB_FRONTEND.std[0]) + 1e-3
     step = (teacher - student)[loud]  # ... the same crop the student sees, recorded 10 dB quieter
-    assert loud.any() and torch.allclose(step, torch.full_like(step, quieter / (FRONTEND.top_db * FRONTEND.std[0])))
+    assert loud.any() and torch.allclose(step, torch.full_like(step, quieter / (DB_FRONTEND.top_db * DB_FRONTEND.std[0])))
 
 
 def test_a_teacher_must_share_the_front_end_and_never_have_seen_the_students_selection_or_test_folds(tmp_path):
@@ -541,7 +542,8 @@ def test_averaged_models_average_probabilities():
 
 @pytest.mark.parametrize("compression", ["pcen", "db+pcen"])
 def test_pcen_refuses_between_class_mixing_which_reads_power_back_from_a_db_image(compression):
-    assert configure(["--compression", compression]).compression == compression and configure([]).compression == "db"
+    assert configure(["--compression", compression]).compression == compression
+    assert configure(["--compression", "db", "--mix", "between-class"]).mix == "between-class"
     with pytest.raises(ValueError, match=re.escape(f"--compression {compression} needs --mix mixup or none")):
         configure(["--compression", compression, "--mix", "between-class"])
 
@@ -551,7 +553,7 @@ def test_distillation_settings_are_checked_once_in_the_config():
     with pytest.raises(ValueError, match="--teacher-weight"):
         configure(["--teacher", "a", "--teacher-weight", "1.5"])
     with pytest.raises(ValueError, match="--teacher needs --mix mixup or none"):
-        configure(["--teacher", "a", "--mix", "between-class"])
+        configure(["--teacher", "a", "--compression", "db", "--mix", "between-class"])
 
 
 def test_a_student_trains_from_a_teacher_run_under_recording_conditions(fake_esc50, tmp_path):
@@ -565,6 +567,6 @@ def test_a_student_trains_from_a_teacher_run_under_recording_conditions(fake_esc
     (student,) = (tmp_path / "student").iterdir()
     metrics = json.loads((student / "metrics.json").read_text())
     assert metrics["settings"]["teacher"] == [str(teacher)] and metrics["settings"]["teacher_weight"] == 0.5
-    assert np.isfinite(metrics["epochs"][0]["train_loss"]) and metrics["model_kwargs"]["in_channels"] == 1
+    assert np.isfinite(metrics["epochs"][0]["train_loss"]) and metrics["model_kwargs"]["in_channels"] == 2
     cv2 = ["--split", "cv2", "--out", str(tmp_path / "refused"), "--teacher", str(teacher)]
     assert main([*common, *cv2]) == 2  # the book-split teacher trained on fold 2

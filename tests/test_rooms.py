@@ -70,7 +70,7 @@ def test_the_simulated_rooms_benchmark_scores_a_run_in_both_kinds_of_room(tmp_pa
 
     run = tmp_path / "melcnn-book-seed0"
     run.mkdir()
-    kwargs = {"n_classes": 2, "widths": [4], "dropout": 0.0, "pooling": "mean+max", "in_channels": 1}
+    kwargs = {"n_classes": 2, "widths": [4], "dropout": 0.0, "pooling": "mean+max", "in_channels": FRONTEND.channels}
     spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
             "frontend": FRONTEND.to_json()}
     torch.save({"model_name": "melcnn", "model_kwargs": kwargs, "state_dict": MelCNN(**kwargs).state_dict(),

@@ -46,11 +46,12 @@ PCEN_MEAN_STD = (0.30, 0.44)  # over the PCEN images of the 1200 clips of folds 
 
 
 def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BANDS[0],
-                    compression: str = COMPRESSIONS[0]) -> FrontEnd:
-    """``mel_bands`` mel bands from 0 Hz to half ``sample_rate``, as one grey channel: the dB image scaled to
-    [0, 1] (0 = top_db below the window's peak), then centred. ``compression`` "pcen" gives per-channel energy
-    normalisation instead of dB, "db+pcen" both as two channels; PCEN is centred and scaled by its mean and std
-    over ESC-50's training folds.
+                    compression: str = "db+pcen") -> FrontEnd:
+    """``mel_bands`` mel bands from 0 Hz to half ``sample_rate``, as two channels (``compression`` "db+pcen"): the dB
+    image scaled to [0, 1] (0 = top_db below the window's peak), then centred, and its per-channel energy
+    normalisation (PCEN), centred and scaled by its mean and std over ESC-50's training folds. "db" or "pcen"
+    give one of them alone. The dB image keeps a sound's spectral envelope; PCEN flattens steady backgrounds:
+    together they were 1.6 points better on fold 4 than dB alone (docs/experiments.md).
 
     Window and hop grow with the rate (46 and 23 ms), so every rate gives the same 64 x 216 image of a 5-s
     window and the network costs the same; 44.1 kHz adds the band from 11 to 22 kHz, where clicks, glass
@@ -86,7 +87,7 @@ class MelCNNConfig(TrainingConfig):
 
     sample_rate: int = SAMPLE_RATES[0]  # of the front end (melcnn_frontend)
     mel_bands: int = MEL_BANDS[0]
-    compression: str = COMPRESSIONS[0]  # of the mel power: dB, per-channel energy normalisation, or both (melcnn_frontend)
+    compression: str = "db+pcen"  # of the mel power: "db", "pcen", or both as two channels (melcnn_frontend)
     epochs: int = 150
     lr: float = 3e-3
     mix: str = "mixup"
@@ -148,7 +149,8 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
 
 
 class MelCNN(nn.Module):
-    """VGG-style CNN on (batch, 1, n_mels, frames) log-mel images -> (batch, n_classes) logits.
+    """VGG-style CNN on (batch, channels, n_mels, frames) log-mel images -> (batch, n_classes) logits; the recipe's
+    two channels are the dB and the PCEN image (melcnn_frontend).
 
     Each stage is two 3x3 convolutions (BatchNorm, ReLU) and 2x2 average pooling, as in PANNs' CNN6-14
     but narrower, so that a run fits in an hour on two CPU cores. The last feature map is averaged over
@@ -158,7 +160,7 @@ class MelCNN(nn.Module):
     """
 
     def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = DROPOUT,
-                 pooling: str = POOLING, in_channels: int = 1):
+                 pooling: str = POOLING, in_channels: int = 2):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
