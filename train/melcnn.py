@@ -43,10 +43,11 @@ SAMPLE_RATES = (22050, 44100)
 MEL_BANDS = (64, 128)
 DB_MEAN_STD = (0.5, 0.25)
 PCEN_MEAN_STD = (0.30, 0.44)  # over the PCEN images of the 1200 clips of folds 1-3 (64 bands, 22.05 kHz)
+COMPRESSION = "db+pcen"  # the recipe's image: the dB image and its PCEN as two channels
 
 
 def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BANDS[0],
-                    compression: str = "db+pcen") -> FrontEnd:
+                    compression: str = COMPRESSION) -> FrontEnd:
     """``mel_bands`` mel bands from 0 Hz to half ``sample_rate``, as two channels (``compression`` "db+pcen"): the dB
     image scaled to [0, 1] (0 = top_db below the window's peak), then centred, and its per-channel energy
     normalisation (PCEN), centred and scaled by its mean and std over ESC-50's training folds. "db" or "pcen"
@@ -88,7 +89,7 @@ class MelCNNConfig(TrainingConfig):
 
     sample_rate: int = SAMPLE_RATES[0]  # of the front end (melcnn_frontend)
     mel_bands: int = MEL_BANDS[0]
-    compression: str = "db+pcen"  # of the mel power: "db", "pcen", or both as two channels (melcnn_frontend)
+    compression: str = COMPRESSION  # of the mel power: "db", "pcen", or both as two channels (melcnn_frontend)
     epochs: int = 150
     lr: float = 3e-3
     mix: str = "mixup"
@@ -136,7 +137,7 @@ class MelCNNConfig(TrainingConfig):
                 raise ValueError(f"{flag} is one of the recording conditions: it needs --conditions > 0")
         object.__setattr__(self, "teacher", tuple(self.teacher))  # argparse's nargs="+" gives a list
         check_range("--teacher-weight", self.teacher_weight, 0, 1)
-        if self.compression != "db" and self.mix == "between-class":
+        if compression_layers(self.compression) != ("db",) and self.mix == "between-class":
             raise ValueError(f"--compression {self.compression} needs --mix mixup or none: between-class mixing adds "
                              "the sounds as mel power, which it reads back from a dB image")
         if self.teacher and self.mix == "between-class":
@@ -197,7 +198,7 @@ class RandomTimeCrop:
 
     def __init__(self, frames: int, frontend: FrontEnd, within_db: float = 14.0):
         self.frames, self.within_db = int(frames), float(within_db)
-        self.unit = None if frontend.compression == "pcen" else 1.0 / (frontend.top_db * frontend.std[0])  # per dB
+        self.unit = None if frontend.layers[0] != "db" else 1.0 / (frontend.top_db * frontend.std[0])  # per dB
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         n = image.shape[-1]
