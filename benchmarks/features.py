@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from train.data.cache import precompute
+    from train.data.cache import cache_files, precompute
     from train.data.esc50 import read_clips
     from train.datasets import LogMelImages
     import soxr
@@ -72,8 +72,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="features-bench-") as cache_dir:
         precompute_runs = durations(lambda i: precompute(args.data, frontend, cache_dir=cache_dir, jobs=args.jobs,
                                                      force=True, progress=False), args.precompute_runs)
-        npy = Path(cache_dir) / f"logmel-{frontend.digest()}.npy"
-        log_mels = np.load(npy, mmap_mode="r")
+        log_mels = np.load(cache_files(args.data, frontend, cache_dir)[0], mmap_mode="r")
         dataset = LogMelImages(log_mels, [c.target for c in clips], frontend)
         order = rng.integers(0, len(dataset), size=args.cached_items)
         dataset[0]  # warm-up: the first item maps the file

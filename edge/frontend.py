@@ -23,6 +23,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 COMPRESSIONS = ("db", "pcen", "db+pcen")
 PCEN_FIELDS = ("pcen_time_constant", "pcen_gain", "pcen_bias", "pcen_power")
+# What log_mel() depends on; the other fields make an image from its output.
+LOG_MEL_FIELDS = ("sample_rate", "clip_seconds", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
 # PCEN's bias and eps assume energies of 32-bit integer audio (librosa.pcen's documentation): the window's
 # mel power, relative to its maximum, is scaled to that range first.
 PCEN_SCALE = 2.0 ** 31
@@ -112,8 +114,17 @@ class FrontEnd:
         return cls(**fields)
 
     def digest(self) -> str:
-        """Short hash of every parameter: names the feature cache so stale images are never reused."""
+        """Short hash of every parameter: tells front ends (and the images they make) apart."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    def log_mel_json(self) -> str:
+        """The parameters log_mel() depends on, as JSON: front ends that differ only in how they make an image
+        from the log-mel (channels, normalisation, PCEN) give the same, and share one feature cache."""
+        return json.dumps({name: getattr(self, name) for name in LOG_MEL_FIELDS}, sort_keys=True)
+
+    def log_mel_digest(self) -> str:
+        """Short hash of log_mel_json(): names the feature cache, so stale log-mels are never reused."""
+        return hashlib.sha256(self.log_mel_json().encode()).hexdigest()[:12]
 
     def clip(self, waveform: np.ndarray, rate: int) -> np.ndarray:
         """One clip at any rate -> ``clip_samples`` float32 samples at ``sample_rate`` (cropped or zero-padded)."""

@@ -213,19 +213,28 @@ def build(root, frontend=FrontEnd(), cache_dir=None, **kw):
     return precompute(root, frontend, cache_dir=cache_dir, jobs=kw.pop("jobs", 1), progress=False, **kw)
 
 
-def test_precompute_writes_every_clip_keyed_by_the_front_end_digest(fake_esc50, tmp_path):
+def test_precompute_writes_every_clip_keyed_by_the_log_mel_digest(fake_esc50, tmp_path):
     frontend = FrontEnd()
     npy = build(fake_esc50, frontend, tmp_path)
-    assert npy == tmp_path / f"logmel-{frontend.digest()}.npy"
+    assert npy == tmp_path / f"logmel-{frontend.log_mel_digest()}.npy"
     cache = np.load(npy)
     clips = read_clips(fake_esc50)
     assert cache.shape == (10, 128, 216) and cache.dtype == np.float32
     for row, clip in zip(cache, clips):
         assert np.array_equal(row, frontend.log_mel(*load_audio(clip.path)))
     other = FrontEnd(n_mels=64)
-    assert build(fake_esc50, other, tmp_path) == tmp_path / f"logmel-{other.digest()}.npy"
+    assert build(fake_esc50, other, tmp_path) == tmp_path / f"logmel-{other.log_mel_digest()}.npy" != npy
     assert np.load(cache_files(fake_esc50, other, tmp_path)[0]).shape == (10, 64, 216)
     assert npy.is_file()  # the first front end keeps its own cache
+
+
+def test_front_ends_that_only_make_other_images_from_the_log_mels_share_one_cache(fake_esc50, tmp_path):
+    db = FrontEnd(n_mels=64, channels=1, mean=(0.5,), std=(0.25,))
+    db_pcen = FrontEnd(n_mels=64, channels=2, mean=(0.5, 0.3), std=(0.25, 0.44), compression="db+pcen")
+    npy = build(fake_esc50, db, tmp_path)
+    built = npy.stat().st_mtime_ns
+    assert build(fake_esc50, db_pcen, tmp_path) == npy and npy.stat().st_mtime_ns == built  # served, not rebuilt
+    assert db.digest() != db_pcen.digest()  # the images still differ
 
 
 def test_default_cache_folder_is_inside_the_dataset(fake_esc50, tmp_path):
@@ -285,8 +294,12 @@ def test_parallel_build_equals_serial_build(fake_esc50, tmp_path):
 
 
 def test_precompute_cli(fake_esc50, tmp_path, capsys):
+    from train.melcnn import FRONTEND as MELCNN_FRONTEND
+
     assert main(["precompute", str(fake_esc50), "--cache-dir", str(tmp_path), "--jobs", "1"]) == 0
-    assert f"logmel-{FrontEnd().digest()}.npy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for frontend in (FrontEnd(), MELCNN_FRONTEND):
+        assert f"logmel-{frontend.log_mel_digest()}.npy" in out
 
 
 # --- download ------------------------------------------------------------------------------------

@@ -53,9 +53,12 @@ def run_show(args) -> int:
 
 
 def run_precompute(args) -> int:
-    start = time.perf_counter()
-    npy = precompute(args.dir, FrontEnd(), cache_dir=args.cache_dir, jobs=args.jobs, force=args.force)
-    print(f"{npy} ({time.perf_counter() - start:.1f} s)")
+    from train.melcnn import FRONTEND as MELCNN_FRONTEND  # imports torch, which the other commands do without
+
+    for frontend in (MELCNN_FRONTEND, FrontEnd()):  # MelCNN's 64 bands, ResNet-50's 128
+        start = time.perf_counter()
+        npy = precompute(args.dir, frontend, cache_dir=args.cache_dir, jobs=args.jobs, force=args.force)
+        print(f"{npy} ({frontend.n_mels} mel bands, {time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -87,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="PNG to write (default: <clip name>.png here)")
     p.set_defaults(run=run_show)
 
-    p = commands.add_parser("precompute", help="build the log-mel feature cache")
+    p = commands.add_parser("precompute", help="build the log-mel feature caches of MelCNN and ResNet-50")
     p.add_argument("dir", type=Path)
     p.add_argument("--cache-dir", type=Path, help="where to store it (default: <dataset>/cache)")
     p.add_argument("--jobs", type=int, help="worker processes (default: all cores)")

@@ -4,10 +4,12 @@ Files, by default in ``<dataset>/cache/`` (``<dataset>`` being the folder that h
 
 - ``logmel-<digest>.npy``: (N, n_mels, n_frames) float32 dB, rows in ``read_clips()`` order
   (2000 x 128 x 216 x 4 bytes = 221 MB for the default front end);
-- ``logmel-<digest>.json``: the index: the front end's JSON and every clip's name, size and mtime.
+- ``logmel-<digest>.json``: the index: the log-mel parameters and every clip's name, size and mtime.
 
-``<digest>`` is ``FrontEnd.digest()``, so a different front end gets its own cache, and the index is
-compared with the clips on disk at every load: a changed dataset is rebuilt, never served stale.
+``<digest>`` is ``FrontEnd.log_mel_digest()``: front ends with different log-mels get their own cache, and
+those that only make different images from the same log-mels (channels, normalisation, dB or PCEN) share
+one. The index is compared with the clips on disk at every load: a changed dataset is rebuilt, never served
+stale.
 
 Why not PNG images, as the book does? A PNG stores 8 bits per channel, which quantises the 80-dB range to
 steps of 0.3 dB (after a colour map the network has to undo), and reading one item costs a file open plus
@@ -36,7 +38,7 @@ from edge.atomic import staged
 def cache_files(dataset_dir, frontend: FrontEnd, cache_dir=None) -> tuple:
     """(array .npy, index .json) paths of the cache for this dataset and front end."""
     folder = Path(cache_dir) if cache_dir is not None else find_root(dataset_dir) / "cache"
-    stem = f"logmel-{frontend.digest()}"
+    stem = f"logmel-{frontend.log_mel_digest()}"
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
@@ -54,13 +56,13 @@ def fingerprint(clips) -> list:
 
 
 def is_current(npy: Path, index: Path, clips, frontend: FrontEnd) -> bool:
-    """True if the cache exists, was made by this front end from exactly these clips, and has their shape."""
+    """True if the cache exists, holds this front end's log-mels of exactly these clips, and has their shape."""
     try:
         meta = json.loads(index.read_text())
         shape = np.load(npy, mmap_mode="r").shape
     except (OSError, ValueError):
         return False
-    return (meta.get("frontend") == frontend.to_json() and meta.get("clips") == fingerprint(clips)
+    return (meta.get("log_mel") == frontend.log_mel_json() and meta.get("clips") == fingerprint(clips)
             and shape == (len(clips), frontend.n_mels, frontend.n_frames))
 
 
@@ -79,7 +81,7 @@ def precompute(dataset_dir, frontend: FrontEnd, cache_dir=None, jobs: int = None
             np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape).flush()
             fill_parallel(tmp, frontend, [c.path for c in clips], jobs or os.cpu_count() or 1, progress)
         with staged(index) as tmp:
-            tmp.write_text(json.dumps({"frontend": frontend.to_json(), "digest": frontend.digest(),
+            tmp.write_text(json.dumps({"log_mel": frontend.log_mel_json(), "digest": frontend.log_mel_digest(),
                                        "shape": list(shape), "clips": fingerprint(clips)}) + "\n")
     return npy
 
