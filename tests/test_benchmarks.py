@@ -115,3 +115,16 @@ def test_the_cpu_features_that_decide_speed_are_read_from_x86_flags_and_arm_feat
     assert cpu_features(x86) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
     assert cpu_features("flags\t: fpu sse avx2\n") == ["avx2"]  # a host that trains in fp32
     assert cpu_features("Features\t: fp asimd asimddp\n") == ["asimddp"]  # a Raspberry Pi 5
+
+
+def test_feature_benchmark_times_each_step_over_the_cache_it_builds(fake_esc50, tmp_path):
+    import benchmarks.features as features
+
+    out = tmp_path / "features.json"
+    status = features.main(["--data", str(fake_esc50), "--out", str(out), "--items", "3", "--windows", "3",
+                            "--cached-items", "5", "--precompute-runs", "1", "--jobs", "1"])
+    report = json.loads(out.read_text())
+    assert status == (0 if report["all_targets_met"] else 1)  # timings are reported, never asserted
+    for name in ("frontend_window", "on_the_fly_item", "cached_item"):
+        assert report["results"][name]["median_s"] > 0
+    assert report["results"]["precompute_all"]["clips"] == 10 and set(report["targets"]) == set(features.TARGETS_S)
