@@ -26,8 +26,8 @@ def build_parser(prog: str, description: str, runs_help: str, many_runs: bool = 
 
 
 class FoldImages:
-    """Each fold's (images, targets) as a run's front end makes them; the log-mel cache of each front end
-    is read once however many runs share it."""
+    """Each fold's (images, targets) as a run's front end makes them; each log-mel cache is read once however
+    many runs share it."""
 
     def __init__(self, data, folds: list, cache_dir=None):
         self.data, self.folds, self.cache_dir = data, list(folds), cache_dir
@@ -40,7 +40,7 @@ class FoldImages:
         if checkpoint["input"]["kind"] != LOG_MEL_IMAGE:
             raise ValueError(f"{run}: not a log-mel model (input {checkpoint['input']['kind']!r})")
         frontend = FrontEnd.from_json(checkpoint["input"]["frontend"])
-        key = frontend.digest()
+        key = frontend.log_mel_digest()  # runs whose images differ but whose log-mels agree share them
         if key not in self._log_mels:
             self._log_mels[key] = load_log_mels(self.data, frontend, self.cache_dir, progress=False)[0]
         folds = {}
