@@ -72,7 +72,8 @@ def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BAN
     norms = {"db": DB_MEAN_STD, "pcen": PCEN_MEAN_STD}
     mean, std = zip(*(norms[layer] for layer in compression_layers(compression)))
     return FrontEnd(sample_rate=sample_rate, n_fft=1024 * rate_scale * band_scale, hop_length=512 * rate_scale,
-                    fmax=sample_rate / 2, n_mels=mel_bands, channels=len(mean), mean=mean, std=std, compression=compression)
+                    fmax=sample_rate / 2, n_mels=mel_bands, channels=len(mean), mean=mean, std=std,
+                    compression=compression)
 
 
 FRONTEND = melcnn_frontend()
@@ -162,7 +163,7 @@ class MelCNN(nn.Module):
     """
 
     def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = DROPOUT,
-                 pooling: str = POOLING, in_channels: int = 2):
+                 pooling: str = POOLING, in_channels: int = FRONTEND.channels):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
