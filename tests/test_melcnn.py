@@ -95,7 +95,8 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     saved = json.loads((REPO / "results" / REPORTED_RUN / "config.json").read_text())
     defaults = configure([])
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
-    reported = MelCNNConfig.from_saved(saved)  # also refuses a saved file with missing or other fields
+    added_since = {"frequency_position": False}  # settings added after that run, at the values that do what it did
+    reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
 
@@ -111,6 +112,21 @@ def test_mean_plus_max_pooling_adds_the_loudest_frame_to_the_average():
         expected = mean_model.classifier(features.mean(-1) + features.amax(-1))
         assert torch.allclose(both(x), expected, atol=1e-6)
         assert not torch.allclose(mean_model(x), expected, atol=1e-3)
+
+
+def test_frequency_position_is_a_channel_from_the_lowest_band_to_the_highest():
+    """The first convolution sees the image and, after it, -1 at the lowest band rising to 1 at the highest, the same
+    in every frame and every clip of the batch."""
+    model = MelCNN(n_classes=3, widths=(4,), frequency_position=True).eval()
+    seen = []
+    model.features[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.randn(2, FRONTEND.channels, 64, 30)
+    with torch.no_grad():
+        model(x)
+    (inputs,) = seen
+    assert inputs.shape == (2, FRONTEND.channels + 1, 64, 30) and torch.equal(inputs[:, :-1], x)
+    assert torch.allclose(inputs[:, -1], torch.linspace(-1, 1, 64).view(1, 64, 1).expand(2, 64, 30))
+    assert configure(["--frequency-position"]).frequency_position and not configure([]).frequency_position
 
 
 @pytest.mark.parametrize("kwargs", [{"pooling": "median"}, {"widths": ()}, {"widths": (8, 0)}])
@@ -312,11 +328,11 @@ def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(
     assert classifier.features(wave, 48000).shape == (1, *image_shape)
 
 
-def untrained_run(run: Path) -> Path:
+def untrained_run(run: Path, frequency_position: bool = False) -> Path:
     """A MelCNN run folder as the engine writes it (best.pt, metrics.json), with untrained weights."""
     torch.manual_seed(0)
     kwargs = {"n_classes": len(CLASSES), "widths": [4, 8], "dropout": 0.3, "pooling": "mean+max",
-              "in_channels": FRONTEND.channels}
+              "in_channels": FRONTEND.channels, "frequency_position": frequency_position}
     run.mkdir()
     spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
             "frontend": FRONTEND.to_json()}
@@ -377,8 +393,9 @@ def test_weight_average_scores_the_raw_and_the_averaged_final_weights_of_each_ru
     assert set(result["mean_accuracy"]) == {"fold 4", "fold 5"}
 
 
-def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50):
-    run = untrained_run(tmp_path / "melcnn-book-seed0")
+@pytest.mark.parametrize("frequency_position", [False, True])
+def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50, frequency_position):
+    run = untrained_run(tmp_path / "melcnn-book-seed0", frequency_position)
     assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
     report = json.loads((run / "model.report.json").read_text())
     assert report["passed"] and report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] <= 1e-4

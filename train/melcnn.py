@@ -99,6 +99,7 @@ class MelCNNConfig(TrainingConfig):
     widths: tuple = WIDTHS
     dropout: float = DROPOUT
     pooling: str = POOLING
+    frequency_position: bool = False  # a channel telling the network which band it looks at (MelCNN)
     speed: float = 1.0  # training clips played at a speed in [1 / speed, speed]; 1 = off
     shift: bool = False  # roll each training image in time before the crop, as the listener's windows fall
     crop_seconds: float = 2.5
@@ -160,16 +161,21 @@ class MelCNN(nn.Module):
     frequency, then summarised over time by ``pooling``: "mean+max" (PANNs) lets a short event count for
     more than its share of the frames. Any number of frames works, so the net trains on crops and is
     tested on whole windows.
+
+    Convolutions do not know which band they look at (only the zero padding at the edges tells them);
+    ``frequency_position`` adds a channel that holds each band's place from -1 (lowest) to 1 (highest), as
+    frequency-aware CNNs do (Koutini et al. 2019), so that the same shape can mean different sounds low and high.
     """
 
     def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = DROPOUT,
-                 pooling: str = POOLING, in_channels: int = FRONTEND.channels):
+                 pooling: str = POOLING, in_channels: int = FRONTEND.channels, frequency_position: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         if not widths or any(int(w) < 1 for w in widths):
             raise ValueError(f"widths must be positive channel counts, not {widths!r}")
-        layers, channels = [], in_channels
+        self.frequency_position = frequency_position
+        layers, channels = [], in_channels + int(frequency_position)
         for width in widths:
             layers += _conv_bn_relu(channels, width) + _conv_bn_relu(width, width) + [nn.AvgPool2d(2)]
             channels = width
@@ -179,6 +185,9 @@ class MelCNN(nn.Module):
         self.pooling = pooling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frequency_position:
+            bands = torch.linspace(-1.0, 1.0, x.shape[2], dtype=x.dtype, device=x.device)
+            x = torch.cat([x, bands.view(1, 1, -1, 1).expand(x.shape[0], 1, -1, x.shape[3])], dim=1)
         features = self.features(x).mean(dim=2)  # (batch, channels, frames)
         pooled = features.mean(dim=-1)
         if self.pooling == "mean+max":
@@ -260,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--sample-rate", type=int, choices=SAMPLE_RATES, default=d.sample_rate,
                        help="rate of the log-mel front end; 44100 keeps the 64 x 216 image and adds the 11-22 kHz band")
     group.add_argument("--mel-bands", type=int, choices=MEL_BANDS, default=d.mel_bands,
-                       help="mel bands of the front end; 128 doubles window and hop (a 128 x 108 image, the same cost): "
-                            "scale --freq-mask and --time-mask with it")
+                       help="mel bands of the front end; 128 doubles the window and keeps the hop (a 128 x 216 image, "
+                            "twice the cost): scale --freq-mask with it")
     group.add_argument("--compression", choices=COMPRESSIONS, default=d.compression,
                        help="the image of the mel power: dB below the window's peak, per-channel energy normalisation "
                             "(PCEN: steady backgrounds flattened), or both as two channels; stored in the exported "
@@ -270,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="channels of each stage")
     group.add_argument("--dropout", type=float, default=d.dropout)
     group.add_argument("--pooling", choices=POOLINGS, default=d.pooling)
+    group.add_argument("--frequency-position", action=argparse.BooleanOptionalAction, default=d.frequency_position,
+                       help="give the network a channel holding each mel band's place (a frequency-aware CNN)")
     group.add_argument("--speed", type=float, default=d.speed, metavar="MAX",
                        help="play training clips at a speed log-uniform in [1/MAX, MAX], pitch and tempo together "
                             "(train.augment.MelSpeedChange, EnvNet-v2's scale augmentation; 1 = off)")
@@ -330,7 +341,8 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     augment = build_augment(config, frontend)
     mix = build_mix(config, frontend=frontend)
     model_kwargs = {"n_classes": len(class_names(clips)), "widths": list(config.widths), "dropout": config.dropout,
-                    "pooling": config.pooling, "in_channels": frontend.channels}
+                    "pooling": config.pooling, "in_channels": frontend.channels,
+                    "frequency_position": config.frequency_position}
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
