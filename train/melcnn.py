@@ -165,6 +165,7 @@ class MelCNN(nn.Module):
     Convolutions do not know which band they look at (only the zero padding at the edges tells them);
     ``frequency_position`` adds a channel that holds each band's place from -1 (lowest) to 1 (highest), as
     frequency-aware CNNs do (Koutini et al. 2019), so that the same shape can mean different sounds low and high.
+    It stayed within the recipe's seeds on fold 4, so it is off by default (docs/experiments.md).
     """
 
     def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = DROPOUT,
