@@ -29,6 +29,25 @@ def test_summary_of_runs_trained_apart_has_mean_and_sample_std_of_both_folds(tmp
     assert "unfinished" in capsys.readouterr().err
 
 
+def test_cross_validation_over_seeds_reports_the_std_of_each_seeds_mean_over_the_folds(tmp_path):
+    """Five folds x two seeds: the protocol's number is each seed's mean over its folds, then mean +- std over the
+    seeds; the std over all ten runs would count how much harder one fold is than another as seed noise."""
+    runs = []
+    for seed, shift in ((0, 0.0), (1, 0.02)):
+        for fold, accuracy in enumerate((0.85, 0.87, 0.85, 0.89, 0.83), start=1):
+            folder = write_metrics(tmp_path / f"cv{fold}-seed{seed}", seed, None, accuracy + shift)
+            metrics = json.loads((folder / "metrics.json").read_text())
+            (folder / "metrics.json").write_text(json.dumps({**metrics, "split": f"cv{fold}"}))
+            runs.append(folder)
+    out = tmp_path / "cv.json"
+    assert summarize_main([*map(str, runs), "--out", str(out)]) == 0
+    cv = json.loads(out.read_text())["cross_validation"]
+    assert cv["folds"] == 5 and cv["per_seed_mean_test_accuracy"] == pytest.approx({"0": 0.858, "1": 0.878})
+    assert cv["mean_over_seeds"] == pytest.approx(0.868) and cv["std_over_seeds"] == pytest.approx(0.02 / 2 ** 0.5)
+    assert summarize_main([*map(str, runs[:9]), "--out", str(out)]) == 0  # seed 1 lacks fold 5: no CV summary
+    assert "cross_validation" not in json.loads(out.read_text())
+
+
 def test_one_planned_run_per_seed_and_fold_each_saving_its_own_seed_and_split(tmp_path):
     config = TrainingConfig(split="cv", seeds=(3, 4), out=str(tmp_path))
     plan = plan_runs(config, "net")

@@ -147,8 +147,30 @@ def summarize(results: list, path: Path) -> dict:
         if None not in values:
             stats = mean_std(values)
             summary[f"mean_{name}_accuracy"], summary[f"std_{name}_accuracy"] = stats["mean"], stats["std"]
+    cross_validation = cross_validation_summary(results)
+    if cross_validation:
+        summary["cross_validation"] = cross_validation
     write_json(summary, path)
     return summary
+
+
+def cross_validation_summary(results: list) -> dict | None:
+    """With every fold of cross-validation (splits cv1..cvK) for each of several seeds: each seed's mean over its
+    folds, and the mean +- std of those means over the seeds, the number the published protocol reports; else None.
+    (The std over all runs mixes how hard the folds are with how much the seeds differ.)"""
+    folds_by_seed: dict = {}
+    for r in results:
+        if not str(r["split"]).startswith("cv") or not str(r["split"])[2:].isdigit():
+            return None
+        folds_by_seed.setdefault(r["seed"], {})[int(r["split"][2:])] = r["test_accuracy"]
+    fold_sets = {tuple(sorted(folds)) for folds in folds_by_seed.values()}
+    every_fold = tuple(range(1, max(max(folds) for folds in fold_sets) + 1))
+    if len(folds_by_seed) < 2 or fold_sets != {every_fold} or len(results) != len(folds_by_seed) * len(every_fold):
+        return None
+    per_seed = {str(seed): float(np.mean(list(folds.values()))) for seed, folds in sorted(folds_by_seed.items())}
+    stats = mean_std(list(per_seed.values()))
+    return {"folds": len(every_fold), "per_seed_mean_test_accuracy": per_seed,
+            "mean_over_seeds": stats["mean"], "std_over_seeds": stats["std"]}
 
 
 def main(argv=None) -> int:
