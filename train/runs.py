@@ -16,7 +16,7 @@ import numpy as np
 from torch import nn
 
 from edge.atomic import write_json
-from train.data.esc50 import DatasetError, Split, parse_splits
+from train.data.esc50 import DatasetError, Split, cross_validation_splits, parse_splits
 from train.config import TrainingConfig
 from train.engine import Trainer, checkpoint_info
 
@@ -155,17 +155,18 @@ def summarize(results: list, path: Path) -> dict:
 
 
 def cross_validation_summary(results: list) -> dict | None:
-    """With every fold of cross-validation (splits cv1..cvK) for each of several seeds: each seed's mean over its
+    """With every fold of cross-validation (train.data.esc50's cv1..cv5 splits) for each of several seeds: each seed's mean over its
     folds, and the mean +- std of those means over the seeds, the number the published protocol reports; else None.
     (The std over all runs mixes how hard the folds are with how much the seeds differ.)"""
+    test_folds = {split.name: split.test_fold for split in cross_validation_splits()}
     folds_by_seed: dict = {}
     for r in results:
-        if not str(r["split"]).startswith("cv") or not str(r["split"])[2:].isdigit():
+        if r["split"] not in test_folds:
             return None
-        folds_by_seed.setdefault(r["seed"], {})[int(r["split"][2:])] = r["test_accuracy"]
-    fold_sets = {tuple(sorted(folds)) for folds in folds_by_seed.values()}
-    every_fold = tuple(range(1, max(max(folds) for folds in fold_sets) + 1))
-    if len(folds_by_seed) < 2 or fold_sets != {every_fold} or len(results) != len(folds_by_seed) * len(every_fold):
+        folds_by_seed.setdefault(r["seed"], {})[test_folds[r["split"]]] = r["test_accuracy"]
+    every_fold = set(test_folds.values())
+    if (len(folds_by_seed) < 2 or len(results) != len(folds_by_seed) * len(every_fold)
+            or any(set(folds) != every_fold for folds in folds_by_seed.values())):
         return None
     per_seed = {str(seed): float(np.mean(list(folds.values()))) for seed, folds in sorted(folds_by_seed.items())}
     stats = mean_std(list(per_seed.values()))
