@@ -307,7 +307,8 @@ def test_a_melcnn_run_trains_with_between_class_mixing(fake_esc50, tmp_path):
 @pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (2, 64, 216)),
                                                  (["--mel-bands", "128", "--freq-mask", "16"], (2, 128, 216)),
                                                  (["--compression", "pcen"], (1, 64, 216)),
-                                                 (["--compression", "db"], (1, 64, 216))])
+                                                 (["--compression", "db"], (1, 64, 216)),
+                                                 (["--compression", "db+pcen+dereverb"], (3, 64, 216))])
 def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(fake_esc50, tmp_path, flags,
                                                                                  image_shape):
     from train.melcnn import main
