@@ -277,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--compression", choices=COMPRESSIONS, default=d.compression,
                        help="the image of the mel power: dB below the window's peak, per-channel energy normalisation "
                             "(PCEN: steady backgrounds flattened), both as two channels, or a third: the dB image "
-                            "less its late reverberation; stored in the exported model's front end, so the edge "
-                            "computes the same")
+                            "less its late reverberation (an ablation, not adopted: docs/experiments.md); stored in "
+                            "the exported model's front end, so the edge computes the same")
     group.add_argument("--widths", type=widths_arg, default=d.widths, metavar="C1,C2,...",
                        help="channels of each stage")
     group.add_argument("--dropout", type=float, default=d.dropout)
