@@ -108,8 +108,9 @@ class FrontEnd:
         compression), so that it serialises (and names its cache, and reads the metadata of models exported before
         those layers existed) exactly as before them."""
         fields = dataclasses.asdict(self)
-        unused = (("compression", *PCEN_FIELDS) if self.compression == "db" else ()) + \
-            (DEREVERB_FIELDS if "dereverb" not in self.layers else ())
+        unused = () if "dereverb" in self.layers else DEREVERB_FIELDS
+        if self.compression == "db":
+            unused += ("compression", *PCEN_FIELDS)
         for name in unused:
             del fields[name]
         return json.dumps(fields, sort_keys=True)
@@ -324,8 +325,8 @@ def dereverberate(power: np.ndarray, hop_seconds: float, rt60: float = 0.5, dela
 
     A reverberant tail that decays as fast as the assumed room vanishes to the floor; the direct sound, onsets
     and steady sounds lose little (a steady sound ``-10 log10(1 - exp(-2 delta d))`` dB: 1.4 dB at the defaults
-    and a 23-ms hop).
-    Reverberation smears the short events that many ESC-50 classes are trains of; the CNN sees them sharp again.
+    and a 23-ms hop). Reverberation smears the short events that many ESC-50 classes are trains of; this layer
+    shows the CNN them sharper (on fold 4 it moved the rooms' accuracy by 0.4 points only: docs/experiments.md).
     """
     power = np.asarray(power, np.float32)
     frames = max(1, int(round(delay / hop_seconds)))
