@@ -1,6 +1,7 @@
 """The one log-mel front end (edge/frontend.py): shape, determinism, resampling, serialisation,
 parity with librosa, and proof that training and the edge compute the very same features."""
 import ast
+import dataclasses
 import os
 from pathlib import Path
 
@@ -194,8 +195,8 @@ def test_only_a_front_end_with_the_dereverberated_layer_serialises_its_fields():
     three = FrontEnd(n_mels=64, channels=3, mean=(0.5, 0.3, 0.36), std=(0.25, 0.44, 0.26),
                      compression="db+pcen+dereverb", dereverb_rt60=0.8)
     assert "dereverb" not in two.to_json()  # models exported before the layer existed keep their digests
-    assert FrontEnd.from_json(three.to_json()) == three and three.digest() != three.__class__(
-        **{**three.__dict__, "dereverb_rt60": 0.5}).digest()
+    assert FrontEnd.from_json(three.to_json()) == three
+    assert three.digest() != dataclasses.replace(three, dereverb_rt60=0.5).digest()
     with pytest.raises(ValueError, match="dereverberation"):
         FrontEnd(dereverb_floor_db=3.0)
 
@@ -279,7 +280,7 @@ def test_dereverberation_removes_a_tail_that_decays_as_the_assumed_room_and_keep
     out = dereverberate(power, hop, rt60=0.5, delay=0.05, floor_db=-20.0)
     click = int(np.argmax(power[0]))
     assert out[0, click] == power[0, click] and out[0, click + 1] == power[0, click + 1]  # within the delay
-    tail = slice(click + 2, click + 40)  # 0.9 s, 108 dB down
+    tail = slice(click + 2, click + 40)  # 0.88 s, 106 dB down (float32 reaches zero later)
     assert np.allclose(out[0, tail] / power[0, tail], 10 ** -2.0, rtol=1e-4)
     decay = 10 ** (-6 * 2 * hop / 0.5)
     assert np.allclose(out[1, 2:], 0.2 * (1 - decay), rtol=1e-5) and np.array_equal(out[1, :2], power[1, :2])
