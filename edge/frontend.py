@@ -163,17 +163,18 @@ class FrontEnd:
         (dB first), or both and the dB image dereverberated; each channel normalised by its mean and std."""
         log_mel_db = np.asarray(log_mel_db, np.float32)
         hop_seconds = self.hop_length / self.sample_rate
+        power = None if self.layers == ("db",) else 10 ** (log_mel_db / 10)  # relative to the window's peak
         layers = []
         for layer in self.layers:
             if layer == "db":
                 layers.append((log_mel_db + self.top_db) / self.top_db)
             elif layer == "dereverb":
-                clean = dereverberate(10 ** (log_mel_db / 10), hop_seconds, self.dereverb_rt60,
-                                      self.dereverb_delay, self.dereverb_floor_db)
+                clean = dereverberate(power, hop_seconds, self.dereverb_rt60, self.dereverb_delay,
+                                      self.dereverb_floor_db)
                 layers.append((power_to_db(clean, self.top_db) + self.top_db) / self.top_db)
             else:
-                layers.append(pcen(PCEN_SCALE * 10 ** (log_mel_db / 10), hop_seconds,
-                                   self.pcen_time_constant, self.pcen_gain, self.pcen_bias, self.pcen_power))
+                layers.append(pcen(PCEN_SCALE * power, hop_seconds, self.pcen_time_constant, self.pcen_gain,
+                                   self.pcen_bias, self.pcen_power))
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
         return ((np.stack(layers) - mean) / std).astype(np.float32, copy=False)

@@ -155,8 +155,9 @@ def summarize(results: list, path: Path) -> dict:
 
 
 def cross_validation_summary(results: list) -> dict | None:
-    """With every fold of cross-validation (train.data.esc50's cv1..cv5 splits) for each of several seeds: each seed's mean over its
-    folds, and the mean +- std of those means over the seeds, the number the published protocol reports; else None.
+    """With every fold of cross-validation (train.data.esc50's cv1..cv5 splits) for each of several seeds: each
+    seed's mean over its folds, and the mean +- std of those means over the seeds, the number the published
+    protocol reports; else None.
     (The std over all runs mixes how hard the folds are with how much the seeds differ.)"""
     test_folds = {split.name: split.test_fold for split in cross_validation_splits()}
     folds_by_seed: dict = {}
