@@ -290,15 +290,16 @@ def test_the_dereverberated_layer_sharpens_a_reverberant_click_train():
     """Clicks heard in a synthetic room (exponentially decaying noise, RT60 0.5 s): between the clicks, the
     dereverberated image falls further below the clicks than the dB image does."""
     rate, rng = 22050, np.random.default_rng(0)
+    click_samples = np.arange(rate // 2, 5 * rate - rate // 2, rate // 2)
     dry = np.zeros(5 * rate, np.float32)
-    dry[np.arange(rate // 2, 5 * rate - rate // 2, rate // 2)] = 1.0
+    dry[click_samples] = 1.0
     n = rate // 2
     response = rng.standard_normal(n) * 10 ** (-3 * np.arange(n) / rate / 0.5)
     response[0] = 8.0
     wet = np.convolve(dry, response)[:dry.size].astype(np.float32)
     frontend = FrontEnd(n_mels=64, channels=3, mean=(0.0,) * 3, std=(1.0,) * 3, compression="db+pcen+dereverb")
     image = frontend(wet, rate)
-    clicks = np.arange(rate // 2, 5 * rate - rate // 2, rate // 2) // frontend.hop_length
+    clicks = click_samples // frontend.hop_length
     between = clicks[:-1] + (clicks[1] - clicks[0]) // 2
     contrast = {name: image[c][:, clicks].mean() - image[c][:, between].mean()
                 for name, c in (("db", 0), ("dereverb", 2))}
