@@ -33,6 +33,11 @@ second (train.datasets.LogMelImages' ``teacher_view``), mixed alike, so the teac
 sees, but recorded cleanly ("consistent teaching", Beyer et al. 2022). The target is
 (1 - teacher_weight) * the (mixed) labels + teacher_weight * the teacher's probabilities.
 
+``consistency`` (a weight; 0 = off) uses the same two views without a teacher: the model itself sees both in
+one batch, and the Jensen-Shannon divergence between its predictions on the recorded and on the clean view,
+times the weight, is added to the loss (AugMix's consistency loss, Hendrycks et al. 2020): the model is asked
+for the same answer however the clip was recorded, not only for the label under each recording.
+
 Mixed precision (``precision``): ``auto`` trains in float16 with loss scaling on CUDA and in
 bfloat16 on CPUs with native bfloat16 (AVX512-BF16 or AMX), else in float32; weights, optimizer
 state and the loss stay float32. A step the loss scaler skips (inf/NaN gradients) advances neither the
@@ -109,6 +114,13 @@ def scaled_step(scaler: torch.amp.GradScaler, optimizer, loss: torch.Tensor) -> 
     return scale is None or scaler.get_scale() >= scale
 
 
+def jensen_shannon(logits: torch.Tensor, other_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the Jensen-Shannon divergence (nats) between two predictions given as logits."""
+    p, q = logits.softmax(1), other_logits.softmax(1)
+    log_mixture = ((p + q) / 2).clamp_min(1e-7).log()
+    return (F.kl_div(log_mixture, p, reduction="batchmean") + F.kl_div(log_mixture, q, reduction="batchmean")) / 2
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
@@ -162,8 +174,9 @@ class Trainer:
     def __init__(self, model: nn.Module, run_dir, *, train_set, valid_set, test_set,
                  checkpoint_info: dict, metadata: dict, device="auto", batch_size: int = 32,
                  workers: int = 0, seed: int = 0, mix=None, label_smoothing: float = 0.0,
-                 precision: str = "auto", channels_last: bool = False, ema: float = 0.0, teacher: nn.Module | None = None,
-                 teacher_weight: float = 0.5, resume: bool = False, progress: bool | None = None):
+                 precision: str = "auto", channels_last: bool = False, ema: float = 0.0,
+                 teacher: nn.Module | None = None, teacher_weight: float = 0.5, consistency: float = 0.0,
+                 resume: bool = False, progress: bool | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -188,6 +201,9 @@ class Trainer:
             raise ValueError(f"teacher_weight must be in [0, 1], not {teacher_weight!r}")
         self.teacher = None if teacher is None else teacher.to(self.device).eval().requires_grad_(False)
         self.teacher_weight = teacher_weight
+        if consistency < 0:
+            raise ValueError(f"consistency must be a weight >= 0 (0 = off), not {consistency!r}")
+        self.consistency = consistency
         self.history: list = []
         self.completed_stages: list = []
         self.best = {"valid_accuracy": None, "epoch": None}
@@ -213,12 +229,12 @@ class Trainer:
         return x, y.to(self.device, non_blocking=True)
 
     def _views(self, x: torch.Tensor):
-        """(the student's images, the teacher's or None): with a teacher, each image holds both views."""
-        if self.teacher is None:
+        """(the recorded images, the clean ones or None): with a teacher or consistency, each image holds both."""
+        if self.teacher is None and not self.consistency:
             return x, None
         if x.shape[1] % 2:
-            raise ValueError(f"with a teacher, training images hold two views (an even number of channels), "
-                             f"not {x.shape[1]} channels")
+            raise ValueError(f"with a teacher or consistency, training images hold two views (an even number of "
+                             f"channels), not {x.shape[1]} channels")
         return x.chunk(2, dim=1)
 
     def _autocast(self):
@@ -327,18 +343,23 @@ class Trainer:
             x, y = self._to_device(x, y)
             if self.mix is not None:
                 x, partner, share = self.mix(x)
-            x, teacher_view = self._views(x)
+            x, clean_view = self._views(x)
             with self._autocast():
-                logits = self.model(x)
+                if self.consistency:
+                    logits, clean_logits = self.model(torch.cat([x, clean_view])).chunk(2)
+                else:
+                    logits = self.model(x)
                 target = F.one_hot(y, logits.shape[1]).float()
                 if self.mix is not None:
                     target = share[:, None] * target + (1 - share[:, None]) * target[partner]
                 loss_target = target
-                if teacher_view is not None:
+                if self.teacher is not None:
                     with torch.no_grad():
-                        taught = self.teacher(teacher_view).float().softmax(1)
+                        taught = self.teacher(clean_view).float().softmax(1)
                     loss_target = (1 - self.teacher_weight) * target + self.teacher_weight * taught
                 loss = F.cross_entropy(logits.float(), loss_target, label_smoothing=self.label_smoothing)
+                if self.consistency:
+                    loss = loss + self.consistency * jensen_shannon(logits.float(), clean_logits.float())
             optimizer.zero_grad(set_to_none=True)
             if scaled_step(self.scaler, optimizer, loss):
                 scheduler.step()

@@ -118,6 +118,7 @@ class MelCNNConfig(TrainingConfig):
     noise_clips: int = 0  # clips of noise heard through the front end (train.noises); 0 = noise on mel power
     teacher: tuple = ()  # finished runs to distil from (train.engine.Trainer's teacher); () = none
     teacher_weight: float = 0.5  # of the teacher's probabilities in the target, against the labels
+    consistency: float = 0.0  # weight of the Jensen-Shannon consistency of recorded and clean views; 0 = off
     cache_dir: str | None = None
 
     def __post_init__(self):
@@ -141,12 +142,16 @@ class MelCNNConfig(TrainingConfig):
                 raise ValueError(f"{flag} is one of the recording conditions: it needs --conditions > 0")
         object.__setattr__(self, "teacher", tuple(self.teacher))  # argparse's nargs="+" gives a list
         check_range("--teacher-weight", self.teacher_weight, 0, 1)
+        check_range("--consistency", self.consistency, 0)
+        if self.consistency and not self.conditions:
+            raise ValueError("--consistency compares a clip recorded under the recording conditions with the clean "
+                             "clip: it needs --conditions > 0")
         if compression_layers(self.compression) != ("db",) and self.mix == "between-class":
             raise ValueError(f"--compression {self.compression} needs --mix mixup or none: between-class mixing adds "
                              "the sounds as mel power, which it reads back from a dB image")
-        if self.teacher and self.mix == "between-class":
-            raise ValueError("--teacher needs --mix mixup or none: between-class mixing on mel power mixes one "
-                             "view, not the student's and the teacher's alike")
+        if (self.teacher or self.consistency) and self.mix == "between-class":
+            raise ValueError("--teacher and --consistency need --mix mixup or none: between-class mixing on mel power "
+                             "mixes one view, not the recorded and the clean one alike")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
@@ -325,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "none may have trained on the folds this run validates or tests on")
     group.add_argument("--teacher-weight", type=float, default=d.teacher_weight, metavar="W",
                        help="the target is (1 - W) * labels + W * the teacher's probabilities")
+    group.add_argument("--consistency", type=float, default=d.consistency, metavar="W",
+                       help="add W times the Jensen-Shannon divergence between the model's predictions on each "
+                            "training crop as recorded and as the clean clip (AugMix's consistency loss; 0 = off)")
     group.add_argument("--cache-dir", default=d.cache_dir, help="log-mel cache folder (default <dataset>/cache)")
     return parser
 
@@ -353,7 +361,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     teacher = (load_teacher(config.teacher, lambda kwargs: MelCNN(**kwargs), input_spec, class_names(clips), split)
                if config.teacher else None)
     train_rows = rows(split.train_folds)
-    train_set = images(train_rows, augment, teacher_view=teacher is not None)
+    train_set = images(train_rows, augment, teacher_view=teacher is not None or config.consistency > 0)
     if config.conditions:
         rooms = None
         if config.room_copies:
@@ -376,7 +384,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
                 images(rows((split.test_fold,))))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
                           input_spec=input_spec, datasets=datasets, augment=augment, mix=mix, teacher=teacher,
-                          teacher_weight=config.teacher_weight)
+                          teacher_weight=config.teacher_weight, consistency=config.consistency)
     return train_single_stage(trainer, model, config, run)
 
 
