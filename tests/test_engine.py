@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from train import engine
 from train.augment import Mixup
 from train.data.esc50 import parse_splits
 from train.runs import protocol_text
-from train.engine import Trainer, checkpoint_info, confusion_matrix, resolve_precision, suggest_lr
+from train.engine import Trainer, checkpoint_info, confusion_matrix, jensen_shannon, resolve_precision, suggest_lr
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = 4096  # AudioNet is fully convolutional: short clips keep these tests fast
@@ -367,6 +368,41 @@ def test_a_teacher_sees_the_second_view_and_shares_the_target_by_its_weight(tmp_
     # the labels alone score the training accuracy: the untrained student against them, not the teacher
     with torch.no_grad():
         assert history[0]["train_accuracy"] == (model(student_view).argmax(1) == labels).float().mean().item()
+
+
+def test_consistency_adds_the_weighted_jensen_shannon_of_the_two_views_to_the_loss(tmp_path):
+    torch.manual_seed(0)
+    recorded, clean = torch.randn(8, 1, 6), torch.randn(8, 1, 6)
+    labels = torch.arange(8) % 4
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4))
+    info = checkpoint_info("toy", {}, list("abcd"), {"kind": "toy"})
+
+    def first_epoch_loss(run_dir, clean_view, weight):
+        train_set = TensorDataset(torch.cat([recorded, clean_view], dim=1), labels)
+        trainer = Trainer(model, run_dir, train_set=train_set, valid_set=None, test_set=train_set,
+                          checkpoint_info=info, metadata={}, device="cpu", batch_size=8, consistency=weight,
+                          progress=False, precision="fp32")
+        return trainer.fit("train", [{"params": model.parameters(), "lr": 0.0}], epochs=1,
+                           schedule="constant")[0]["train_loss"]
+
+    with torch.no_grad():
+        p, q = model(recorded).softmax(1), model(clean).softmax(1)
+        m = (p + q) / 2
+        divergence = ((p * (p / m).log()).sum(1) + (q * (q / m).log()).sum(1)).mean().item() / 2
+        label_loss = torch.nn.functional.cross_entropy(model(recorded), labels).item()
+    assert 0 < divergence < math.log(2)
+    assert first_epoch_loss(tmp_path / "a", clean, 3.0) == pytest.approx(label_loss + 3.0 * divergence, rel=1e-5)
+    # the same clip recorded cleanly: nothing to add, and the labels alone are learnt from the recorded view
+    assert first_epoch_loss(tmp_path / "b", recorded, 3.0) == pytest.approx(label_loss, rel=1e-5)
+    assert jensen_shannon(torch.tensor([[50.0, 0.0]]), torch.tensor([[0.0, 50.0]])).item() == pytest.approx(math.log(2))
+
+
+def test_consistency_needs_two_views_and_a_weight_of_at_least_0(tmp_path):
+    with pytest.raises(ValueError, match="consistency"):
+        make_trainer(tmp_path / "a", consistency=-1.0)
+    trainer = make_trainer(tmp_path / "b", consistency=1.0)  # one-channel clips: no clean view
+    with pytest.raises(ValueError, match="two views"):
+        trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 1e-3}], epochs=1)
 
 
 def test_a_teacher_needs_two_views_and_a_weight_in_0_1(tmp_path):

@@ -95,7 +95,8 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     saved = json.loads((REPO / "results" / REPORTED_RUN / "config.json").read_text())
     defaults = configure([])
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
-    added_since = {"frequency_position": False}  # settings added after that run, at the values that do what it did
+    # settings added after that run, at the values that do what it did
+    added_since = {"frequency_position": False, "consistency": 0.0}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -571,8 +572,18 @@ def test_distillation_settings_are_checked_once_in_the_config():
     assert configure([]).teacher == () and configure(["--teacher", "a", "b"]).teacher == ("a", "b")
     with pytest.raises(ValueError, match="--teacher-weight"):
         configure(["--teacher", "a", "--teacher-weight", "1.5"])
-    with pytest.raises(ValueError, match="--teacher needs --mix mixup or none"):
+    with pytest.raises(ValueError, match="--teacher and --consistency need --mix mixup or none"):
         configure(["--teacher", "a", "--compression", "db", "--mix", "between-class"])
+
+
+def test_consistency_settings_are_checked_once_in_the_config():
+    assert configure([]).consistency == 0 and configure(["--consistency", "12"]).consistency == 12
+    with pytest.raises(ValueError, match="--consistency must be >= 0, not -1"):
+        configure(["--consistency", "-1"])
+    with pytest.raises(ValueError, match="--consistency .* needs --conditions > 0"):
+        configure(["--consistency", "12", "--conditions", "0"])
+    with pytest.raises(ValueError, match="--teacher and --consistency need --mix mixup or none"):
+        configure(["--consistency", "12", "--compression", "db", "--mix", "between-class"])
 
 
 def test_a_student_trains_from_a_teacher_run_under_recording_conditions(fake_esc50, tmp_path):
