@@ -586,7 +586,7 @@ def test_consistency_settings_are_checked_once_in_the_config():
         configure(["--consistency", "12", "--compression", "db", "--mix", "between-class"])
 
 
-def test_a_student_trains_from_a_teacher_run_under_recording_conditions(fake_esc50, tmp_path):
+def test_a_student_trains_from_a_teacher_run_or_with_consistency_under_recording_conditions(fake_esc50, tmp_path):
     from train.melcnn import main
 
     common = ["--data", str(fake_esc50), "--device", "cpu", "--no-progress", "--epochs", "1", "--batch-size", "4",
@@ -600,3 +600,7 @@ def test_a_student_trains_from_a_teacher_run_under_recording_conditions(fake_esc
     assert np.isfinite(metrics["epochs"][0]["train_loss"]) and metrics["model_kwargs"]["in_channels"] == 2
     cv2 = ["--split", "cv2", "--out", str(tmp_path / "refused"), "--teacher", str(teacher)]
     assert main([*common, *cv2]) == 2  # the book-split teacher trained on fold 2
+    assert main([*common, "--out", str(tmp_path / "consistent"), "--consistency", "12", "--conditions", "1"]) == 0
+    (consistent,) = (tmp_path / "consistent").iterdir()
+    metrics = json.loads((consistent / "metrics.json").read_text())
+    assert metrics["settings"]["consistency"] == 12 and np.isfinite(metrics["epochs"][0]["train_loss"])
