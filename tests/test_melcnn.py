@@ -500,13 +500,13 @@ def test_microphone_band_attenuates_below_and_above_its_corners():
     assert gain_db[np.argmin(abs(centres - 1000))] > -1
 
 
-def test_the_teacher_view_is_the_clean_clip_cut_and_masked_with_the_students():
+def test_the_clean_view_is_the_clean_clip_cut_and_masked_with_the_recorded_one():
     from train.datasets import LogMelImages
 
     clean = burst_log_mel(seconds=1.0)[None]
     quieter = 10.0  # "conditions" that turn the clip down by 10 dB (relative to the peak, above the floor)
     images = LogMelImages(clean, [0], DB_FRONTEND, transform=RandomTimeCrop(50, DB_FRONTEND),
-                          conditions=lambda db, index: np.maximum(db - quieter, -DB_FRONTEND.top_db), teacher_view=True)
+                          conditions=lambda db, index: np.maximum(db - quieter, -DB_FRONTEND.top_db), clean_view=True)
     torch.manual_seed(0)
     image, _ = images[0]
     student, teacher = image

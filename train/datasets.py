@@ -66,12 +66,12 @@ class LogMelImages(Dataset):
     fine: rows are read on access); ``conditions`` (e.g. train.augment.RecordingConditions) sees the dB
     log-mel, ``transform`` (e.g. SpecAugment) the image tensor made from it.
 
-    With ``teacher_view`` each image also holds, after its own channels, the clip's image without
-    ``conditions`` (for distillation, train.engine.Trainer's ``teacher``): ``transform`` sees both stacked, so
+    With ``clean_view`` each image also holds, after its own channels, the clip's image without
+    ``conditions`` (for train.engine.Trainer's ``teacher`` or ``consistency``): ``transform`` sees both stacked, so
     the two views share one crop, shift and mask and differ only in how the clip was recorded.
     """
 
-    def __init__(self, log_mels, targets, frontend, transform=None, conditions=None, teacher_view: bool = False):
+    def __init__(self, log_mels, targets, frontend, transform=None, conditions=None, clean_view: bool = False):
         if len(log_mels) != len(targets):
             raise ValueError(f"{len(log_mels)} spectrograms but {len(targets)} targets")
         self.log_mels = log_mels
@@ -79,7 +79,7 @@ class LogMelImages(Dataset):
         self.frontend = frontend
         self.transform = transform
         self.conditions = conditions
-        self.teacher_view = teacher_view
+        self.clean_view = clean_view
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -88,7 +88,7 @@ class LogMelImages(Dataset):
         clean = np.asarray(self.log_mels[index])
         log_mel = clean if self.conditions is None else self.conditions(clean, index)
         image = torch.from_numpy(self.frontend.image(log_mel))
-        if self.teacher_view:
+        if self.clean_view:
             image = torch.cat([image, torch.from_numpy(self.frontend.image(clean))])
         if self.transform is not None:
             image = self.transform(image)

@@ -29,7 +29,7 @@ training batch with a shuffled copy of itself; the loss is cross-entropy against
 
 ``teacher`` (a trained model, or train.distillation.AveragedModels of several, in eval mode) distils: each
 training image then holds the student's view in the first half of its channels and the teacher's in the
-second (train.datasets.LogMelImages' ``teacher_view``), mixed alike, so the teacher sees what the student
+second (train.datasets.LogMelImages' ``clean_view``), mixed alike, so the teacher sees what the student
 sees, but recorded cleanly ("consistent teaching", Beyer et al. 2022). The target is
 (1 - teacher_weight) * the (mixed) labels + teacher_weight * the teacher's probabilities.
 

@@ -347,8 +347,8 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     def rows(folds) -> list:
         return [i for i, c in enumerate(clips) if c.fold in folds]
 
-    def images(rows, transform=None, teacher_view=False):
-        return LogMelImages(log_mels[rows], targets[rows], frontend, transform, teacher_view=teacher_view)
+    def images(rows, transform=None, clean_view=False):
+        return LogMelImages(log_mels[rows], targets[rows], frontend, transform, clean_view=clean_view)
 
     augment = build_augment(config, frontend)
     mix = build_mix(config, frontend=frontend)
@@ -361,7 +361,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     teacher = (load_teacher(config.teacher, lambda kwargs: MelCNN(**kwargs), input_spec, class_names(clips), split)
                if config.teacher else None)
     train_rows = rows(split.train_folds)
-    train_set = images(train_rows, augment, teacher_view=teacher is not None or config.consistency > 0)
+    train_set = images(train_rows, augment, clean_view=teacher is not None or config.consistency > 0)
     if config.conditions:
         rooms = None
         if config.room_copies:
