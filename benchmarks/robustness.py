@@ -272,13 +272,16 @@ def scorer_for(files: tuple) -> RecordingScorer:
     return RecordingScorer(members[0] if len(members) == 1 else Ensemble(members))
 
 
-def run(models: list, clips: list, conditions: list, folder: Path, progress: bool = True) -> dict:
+def run(models: list, clips: list, conditions: list, folder: Path, progress: bool = True,
+        per_clip: bool = False) -> dict:
     """{model: {condition: {"accuracy", "silenced", "recordings"}}} over ``clips`` (ESC-50 Clip objects);
-    each of ``models`` is a tuple of ONNX files (model_files)."""
+    each of ``models`` is a tuple of ONNX files (model_files). ``per_clip`` adds "labels": each clip's predicted
+    class index in ``clips``' order (None: silenced), to find which sounds a condition costs."""
     scorers = {model_name(files): scorer_for(files) for files in models}
     sources = Sources.make(folder, conditions)
     hits = {m: {c.name: 0 for c in conditions} for m in scorers}
     silenced = {m: {c.name: 0 for c in conditions} for m in scorers}
+    labels = {m: {c.name: [] for c in conditions} for m in scorers}
     for i, clip in enumerate(clips):
         wave, rate = load_audio(clip.path)
         if rate != RATE:
@@ -296,13 +299,19 @@ def run(models: list, clips: list, conditions: list, folder: Path, progress: boo
                 sf.write(str(path), x, rate, subtype="FLOAT")
             for name, scorer in scorers.items():
                 label = scorer.label(path)
+                labels[name][condition.name].append(label)
                 hits[name][condition.name] += label == clip.target
                 silenced[name][condition.name] += label is None
         if progress and (i + 1) % 20 == 0:
             print(f"{i + 1}/{len(clips)} clips", file=sys.stderr, flush=True)
     n = len(clips)
-    return {m: {c.name: {"accuracy": hits[m][c.name] / n, "silenced": silenced[m][c.name], "recordings": n}
-                for c in conditions} for m in scorers}
+    results = {m: {c.name: {"accuracy": hits[m][c.name] / n, "silenced": silenced[m][c.name], "recordings": n}
+                   for c in conditions} for m in scorers}
+    if per_clip:
+        for m, by_condition in results.items():
+            for name, entry in by_condition.items():
+                entry["labels"] = labels[m][name]
+    return results
 
 
 def summarize(results: dict) -> dict:
@@ -363,6 +372,9 @@ def main(argv=None) -> int:
                    help="ONNX models (default: every model in edge/models/); A.onnx+B.onnx is the pair, their "
                         "probabilities averaged on each window as edge.listen --model A.onnx B.onnx does")
     p.add_argument("--clips", type=int, help="only the first N clips of the fold (a quick look; the JSON says so)")
+    p.add_argument("--per-clip", action="store_true",
+                   help="also write each clip's predicted class under each condition (\"labels\", in the order of "
+                        "\"clip_files\"), to see which sounds a condition costs")
     p.add_argument("--out", type=Path, default=RESULTS / "robustness.json", help="JSON; the chart goes beside it")
     args = p.parse_args(argv)
     for program in ("ffmpeg", "espeak-ng"):
@@ -378,13 +390,16 @@ def main(argv=None) -> int:
     conditions = [DATASET_CLIP] + [c for c in CONDITIONS
                                    if c.name == "clean" or args.conditions is None or c.name in args.conditions]
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(models, clips, conditions, Path(tmp))
+        results = run(models, clips, conditions, Path(tmp), per_clip=args.per_clip)
     report = {"command": "python -m benchmarks.robustness " + " ".join(sys.argv[1:] if argv is None else argv),
               "commit": git_commit(), "cpu": cpu_name(), "fold": args.fold, "clips": len(clips),
               "models": {model_name(files): "+".join(shown_path(f) for f in files) for files in models},
               "listener": "edge.listen defaults (hop 1 s, silence gate, no smoothing); label = mean probability "
                           "over the classified windows",
               "summary": summarize(results), "conditions": results}
+    if args.per_clip:
+        report["clip_files"] = [c.path.name for c in clips]
+        report["clip_targets"] = [c.target for c in clips]
     write_json(report, args.out)
     plot(results, args.out.with_suffix(".png"), args.fold)
     print(json.dumps(report["summary"], indent=2))

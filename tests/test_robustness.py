@@ -166,3 +166,15 @@ def test_the_dataset_clip_is_scored_from_its_file_not_from_the_recording(tone_mo
     results = R.run([(tone_models["image"],)], fold5_clips, conditions, tmp_path, progress=False)["image"]
     assert results["clean"]["accuracy"] == 0.0 and results["clean"]["silenced"] == 2
     assert results["dataset clip"]["accuracy"] == 1.0
+
+
+def test_per_clip_labels_name_each_clips_prediction_and_none_when_silenced(tone_models, fold5_clips, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setattr(R, "recording", lambda clip, rng: np.zeros(7 * RATE, np.float32))  # every recording silent
+    conditions = [R.DATASET_CLIP, R.CONDITIONS[0]]
+    results = R.run([(tone_models["image"],)], fold5_clips, conditions, tmp_path, progress=False,
+                    per_clip=True)["image"]
+    assert results["dataset clip"]["labels"] == [c.target for c in fold5_clips]
+    assert results["clean"]["labels"] == [None] * len(fold5_clips)
+    without = R.run([(tone_models["image"],)], fold5_clips, conditions, tmp_path, progress=False)["image"]
+    assert all("labels" not in entry for entry in without.values())
