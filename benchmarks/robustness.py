@@ -279,8 +279,6 @@ def run(models: list, clips: list, conditions: list, folder: Path, progress: boo
     class index in ``clips``' order (None: silenced), to find which sounds a condition costs."""
     scorers = {model_name(files): scorer_for(files) for files in models}
     sources = Sources.make(folder, conditions)
-    hits = {m: {c.name: 0 for c in conditions} for m in scorers}
-    silenced = {m: {c.name: 0 for c in conditions} for m in scorers}
     labels = {m: {c.name: [] for c in conditions} for m in scorers}
     for i, clip in enumerate(clips):
         wave, rate = load_audio(clip.path)
@@ -298,20 +296,18 @@ def run(models: list, clips: list, conditions: list, folder: Path, progress: boo
                 path = folder / "recording.wav"
                 sf.write(str(path), x, rate, subtype="FLOAT")
             for name, scorer in scorers.items():
-                label = scorer.label(path)
-                labels[name][condition.name].append(label)
-                hits[name][condition.name] += label == clip.target
-                silenced[name][condition.name] += label is None
+                labels[name][condition.name].append(scorer.label(path))
         if progress and (i + 1) % 20 == 0:
             print(f"{i + 1}/{len(clips)} clips", file=sys.stderr, flush=True)
-    n = len(clips)
-    results = {m: {c.name: {"accuracy": hits[m][c.name] / n, "silenced": silenced[m][c.name], "recordings": n}
-                   for c in conditions} for m in scorers}
-    if per_clip:
-        for m, by_condition in results.items():
-            for name, entry in by_condition.items():
-                entry["labels"] = labels[m][name]
-    return results
+    targets = [clip.target for clip in clips]
+
+    def scored(predicted: list) -> dict:
+        entry = {"accuracy": sum(p == t for p, t in zip(predicted, targets)) / len(clips),
+                 "silenced": predicted.count(None), "recordings": len(clips)}
+        return entry | ({"labels": predicted} if per_clip else {})
+
+    return {m: {name: scored(predicted) for name, predicted in by_condition.items()}
+            for m, by_condition in labels.items()}
 
 
 def summarize(results: dict) -> dict:
