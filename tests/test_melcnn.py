@@ -13,7 +13,7 @@ from edge.classifier import Classifier
 from edge.frontend import a_weighting_db, mel_band_edges_hz
 from edge.metadata import LOG_MEL_IMAGE
 from train import crop_averaging, weight_average
-from train.augment import BetweenClassMel, MelSpeedChange, RecordingConditions, TimeShift, build_mix
+from train.augment import BetweenClassMel, FreqMixStyle, MelSpeedChange, RecordingConditions, TimeShift, build_mix
 from train.crop_averaging import crop_average
 from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, build_augment, build_parser,
                           melcnn_frontend, widths_arg)
@@ -96,7 +96,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     defaults = configure([])
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # settings added after that run, at the values that do what it did
-    added_since = {"frequency_position": False, "consistency": 0.0}
+    added_since = {"frequency_position": False, "consistency": 0.0, "freq_mixstyle": 0.0}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -303,6 +303,47 @@ def test_a_melcnn_run_trains_with_between_class_mixing(fake_esc50, tmp_path):
     (run,) = runs.iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["mix"] == "BetweenClassMel()" and np.isfinite(metrics["epochs"][0]["train_loss"])
+
+
+def test_freq_mixstyle_gives_each_band_a_mixture_of_two_images_statistics():
+    """Each (channel, band) row of the output has, over time, the mean and std mixed from its own and its partner's,
+    and keeps its own shape over time (the row is only shifted and scaled)."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 2, 8, 40) * torch.rand(6, 2, 8, 1) * 3 + torch.randn(6, 2, 8, 1) * 5
+    mixstyle = FreqMixStyle(p=1.0)
+    torch.manual_seed(1)
+    out = mixstyle(x)
+    torch.manual_seed(1)
+    torch.rand(())
+    share = torch.distributions.Beta(0.3, 0.3).sample((6, 1, 1, 1))
+    partner = torch.randperm(6)
+    mean, std = x.mean(-1, keepdim=True), x.std(-1, keepdim=True)
+    torch.testing.assert_close(out.mean(-1, keepdim=True), share * mean + (1 - share) * mean[partner])
+    torch.testing.assert_close(out.std(-1, keepdim=True), share * std + (1 - share) * std[partner], rtol=1e-4, atol=1e-4)
+    shape_in = (x - mean) / std
+    shape_out = (out - out.mean(-1, keepdim=True)) / out.std(-1, keepdim=True)
+    torch.testing.assert_close(shape_out, shape_in, rtol=1e-3, atol=1e-3)
+
+
+def test_freq_mixstyle_leaves_a_batch_alone_when_not_drawn_and_refuses_bad_settings():
+    x = torch.randn(4, 2, 8, 20)
+    assert FreqMixStyle(p=0.0)(x) is x
+    with pytest.raises(ValueError, match="probability"):
+        FreqMixStyle(p=1.5)
+    with pytest.raises(ValueError, match="--freq-mixstyle"):
+        configure(["--freq-mixstyle", "2"])
+
+
+def test_a_melcnn_run_trains_with_freq_mixstyle(fake_esc50, tmp_path):
+    from train.melcnn import main
+
+    runs = tmp_path / "runs"
+    argv = ["--data", str(fake_esc50), "--out", str(runs), "--device", "cpu", "--no-progress", "--epochs", "1",
+            "--batch-size", "4", "--widths", "4", "--freq-mixstyle", "1"]
+    assert main(argv) == 0
+    (run,) = runs.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["restyle"] == "FreqMixStyle(p=1, alpha=0.3)" and np.isfinite(metrics["epochs"][0]["train_loss"])
 
 
 @pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (2, 64, 216)),

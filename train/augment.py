@@ -275,6 +275,36 @@ class Mixup:
         return f"Mixup(alpha={self.alpha})"
 
 
+class FreqMixStyle:
+    """Freq-MixStyle (Kim et al. 2022; the CP-JKU DCASE systems): with probability ``p`` per batch, each image's
+    per-band statistics over time are swapped for a mixture of its own and a random partner's, at a ratio drawn
+    from Beta(``alpha``, ``alpha``) per image. The mean of a band over time is the recording's colouring (microphone,
+    room, distance), its spread the band's dynamics: the network sees each sound as other recordings colour it,
+    while the label stays its own. Each channel (dB, PCEN) keeps its own statistics.
+    """
+
+    def __init__(self, p: float, alpha: float = 0.3, eps: float = 1e-6):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Freq-MixStyle probability must be in [0, 1], not {p}")
+        if alpha <= 0:
+            raise ValueError(f"Freq-MixStyle alpha must be positive, not {alpha}")
+        self.p, self.alpha, self.eps = p, alpha, eps
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(())) >= self.p:
+            return x
+        mean = x.mean(dim=-1, keepdim=True)  # (batch, channels, bands, 1)
+        std = (x.var(dim=-1, keepdim=True) + self.eps).sqrt()
+        share = torch.distributions.Beta(self.alpha, self.alpha).sample((x.shape[0], 1, 1, 1)).to(x)
+        partner = torch.randperm(x.shape[0]).to(x.device)
+        mixed_mean = share * mean + (1 - share) * mean[partner]
+        mixed_std = share * std + (1 - share) * std[partner]
+        return (x - mean) / std * mixed_std + mixed_mean
+
+    def __repr__(self) -> str:
+        return f"FreqMixStyle(p={self.p:g}, alpha={self.alpha:g})"
+
+
 def build_mix(config, sample_rate: int | None = None, frontend=None):
     """The batch mixing ``config.mix`` names, or None. Between-class learning mixes waveforms at ``sample_rate``,
     or, given the log-mel ``frontend`` that made the images, mel power."""

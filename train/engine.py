@@ -26,6 +26,7 @@ BatchNorm statistics beside the model; that average is what is validated, select
 
 ``mix`` (train.augment.Mixup; BetweenClass for waveforms, BetweenClassMel for log-mel images) mixes each
 training batch with a shuffled copy of itself; the loss is cross-entropy against the mixed label distribution.
+``restyle`` (train.augment.FreqMixStyle) changes each training batch before that, keeping its labels.
 
 ``teacher`` (a trained model, or train.distillation.AveragedModels of several, in eval mode) distils: each
 training image then holds the student's view in the first half of its channels and the teacher's in the
@@ -173,7 +174,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, run_dir, *, train_set, valid_set, test_set,
                  checkpoint_info: dict, metadata: dict, device="auto", batch_size: int = 32,
-                 workers: int = 0, seed: int = 0, mix=None, label_smoothing: float = 0.0,
+                 workers: int = 0, seed: int = 0, mix=None, restyle=None, label_smoothing: float = 0.0,
                  precision: str = "auto", channels_last: bool = False, ema: float = 0.0,
                  teacher: nn.Module | None = None, teacher_weight: float = 0.5, consistency: float = 0.0,
                  resume: bool = False, progress: bool | None = None):
@@ -189,7 +190,7 @@ class Trainer:
         self.info = checkpoint_info
         self.metadata = {"commit": git_commit(), **metadata}  # the code the run starts with
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
-        self.mix, self.label_smoothing = mix, label_smoothing
+        self.mix, self.restyle, self.label_smoothing = mix, restyle, label_smoothing
         self.progress = progress
         self.amp_dtype = resolve_precision(precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -341,6 +342,8 @@ class Trainer:
         bar = self._bar(self._loader(self.train_set, train=True, generator=generator), desc)
         for x, y in bar:
             x, y = self._to_device(x, y)
+            if self.restyle is not None:
+                x = self.restyle(x)
             if self.mix is not None:
                 x, partner, share = self.mix(x)
             x, clean_view = self._views(x)

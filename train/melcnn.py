@@ -33,7 +33,7 @@ from train.distillation import load_teacher
 from train.engine import seed_everything
 from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
-from train.augment import SNR_DB, MelSpeedChange, RecordingConditions, TimeShift, build_mix
+from train.augment import SNR_DB, FreqMixStyle, MelSpeedChange, RecordingConditions, TimeShift, build_mix
 from train.babble import babble_log_mels
 from train.noises import noise_log_mels
 from train.rooms import reverberant_log_mels
@@ -102,6 +102,7 @@ class MelCNNConfig(TrainingConfig):
     dropout: float = DROPOUT
     pooling: str = POOLING
     frequency_position: bool = False  # a channel telling the network which band it looks at (MelCNN)
+    freq_mixstyle: float = 0.0  # probability per batch of Freq-MixStyle (train.augment.FreqMixStyle); 0 = off
     speed: float = 1.0  # training clips played at a speed in [1 / speed, speed]; 1 = off
     shift: bool = False  # roll each training image in time before the crop, as the listener's windows fall
     crop_seconds: float = 2.5
@@ -125,6 +126,7 @@ class MelCNNConfig(TrainingConfig):
         super().__post_init__()
         melcnn_frontend(self.sample_rate, self.mel_bands, self.compression)  # refuses what it has no front end for
         check_range("--speed", self.speed, 1)
+        check_range("--freq-mixstyle", self.freq_mixstyle, 0, 1)
         check_range("--crop-seconds", self.crop_seconds, 0)
         check_range("--specaugment-p", self.specaugment_p, 0, 1)
         check_range("--conditions", self.conditions, 0, 1)
@@ -290,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--pooling", choices=POOLINGS, default=d.pooling)
     group.add_argument("--frequency-position", action=argparse.BooleanOptionalAction, default=d.frequency_position,
                        help="give the network a channel holding each mel band's place (a frequency-aware CNN)")
+    group.add_argument("--freq-mixstyle", type=float, default=d.freq_mixstyle, metavar="P",
+                       help="with probability P per batch, give each training image the per-band statistics of a "
+                            "mixture of itself and another image (Freq-MixStyle: other recordings' colouring; 0 = off)")
     group.add_argument("--speed", type=float, default=d.speed, metavar="MAX",
                        help="play training clips at a speed log-uniform in [1/MAX, MAX], pitch and tempo together "
                             "(train.augment.MelSpeedChange, EnvNet-v2's scale augmentation; 1 = off)")
@@ -352,6 +357,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
 
     augment = build_augment(config, frontend)
     mix = build_mix(config, frontend=frontend)
+    restyle = FreqMixStyle(config.freq_mixstyle) if config.freq_mixstyle else None
     model_kwargs = {"n_classes": len(class_names(clips)), "widths": list(config.widths), "dropout": config.dropout,
                     "pooling": config.pooling, "in_channels": frontend.channels,
                     "frequency_position": config.frequency_position}
@@ -383,7 +389,8 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     datasets = (train_set, images(rows(split.valid_folds)) if split.valid_folds else None,
                 images(rows((split.test_fold,))))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
-                          input_spec=input_spec, datasets=datasets, augment=augment, mix=mix, teacher=teacher,
+                          input_spec=input_spec, datasets=datasets, augment=augment, mix=mix, restyle=restyle,
+                          teacher=teacher,
                           teacher_weight=config.teacher_weight, consistency=config.consistency)
     return train_single_stage(trainer, model, config, run)
 

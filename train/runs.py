@@ -75,7 +75,7 @@ def run_split(run_dir) -> str:
 
 
 def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict, classes: list,
-                input_spec: dict, datasets: tuple, augment, mix, teacher: nn.Module | None = None,
+                input_spec: dict, datasets: tuple, augment, mix, restyle=None, teacher: nn.Module | None = None,
                 teacher_weight: float = 0.5, consistency: float = 0.0) -> Trainer:
     """The Trainer of one planned run of a one-stage recipe (``python -m train.<name>``), recording in
     metrics.json what every run records: model, split, seed, protocol, command, augmentation, settings.
@@ -83,12 +83,12 @@ def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, na
     train_set, valid_set, test_set = datasets
     metadata = {"model": name, "model_kwargs": model_kwargs, "split": run.split.name, "seed": run.seed,
                 "protocol": protocol_text(run.split, config.epochs), "command": command_line(f"train.{name}"),
-                "augment": repr(augment), "mix": repr(mix),
+                "augment": repr(augment), "mix": repr(mix), "restyle": repr(restyle),
                 "settings": {k: v for k, v in config.to_json().items() if k != "resume"}}
     return Trainer(model, run.run_dir, train_set=train_set, valid_set=valid_set, test_set=test_set,
                    checkpoint_info=checkpoint_info(name, model_kwargs, classes, input_spec),
                    metadata=metadata, device=config.device, batch_size=config.batch_size, workers=config.workers,
-                   seed=run.seed, mix=mix, label_smoothing=config.label_smoothing, precision=config.precision,
+                   seed=run.seed, mix=mix, restyle=restyle, label_smoothing=config.label_smoothing, precision=config.precision,
                    ema=config.ema, teacher=teacher, teacher_weight=teacher_weight, consistency=consistency,
                    resume=run.resume, progress=False if config.no_progress else None)
 
