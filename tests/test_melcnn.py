@@ -319,7 +319,8 @@ def test_freq_mixstyle_gives_each_band_a_mixture_of_two_images_statistics():
     partner = torch.randperm(6)
     mean, std = x.mean(-1, keepdim=True), x.std(-1, keepdim=True)
     torch.testing.assert_close(out.mean(-1, keepdim=True), share * mean + (1 - share) * mean[partner])
-    torch.testing.assert_close(out.std(-1, keepdim=True), share * std + (1 - share) * std[partner], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.std(-1, keepdim=True), share * std + (1 - share) * std[partner],
+                               rtol=1e-4, atol=1e-4)
     shape_in = (x - mean) / std
     shape_out = (out - out.mean(-1, keepdim=True)) / out.std(-1, keepdim=True)
     torch.testing.assert_close(shape_out, shape_in, rtol=1e-3, atol=1e-3)
