@@ -89,7 +89,8 @@ def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, na
                    checkpoint_info=checkpoint_info(name, model_kwargs, classes, input_spec),
                    metadata=metadata, device=config.device, batch_size=config.batch_size, workers=config.workers,
                    seed=run.seed, mix=mix, restyle=restyle, label_smoothing=config.label_smoothing,
-                   precision=config.precision, ema=config.ema, teacher=teacher, teacher_weight=teacher_weight, consistency=consistency,
+                   precision=config.precision, ema=config.ema, teacher=teacher, teacher_weight=teacher_weight,
+                   consistency=consistency,
                    resume=run.resume, progress=False if config.no_progress else None)
 
 
