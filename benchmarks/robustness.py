@@ -263,8 +263,15 @@ def model_files(text: str) -> tuple:
     return tuple(Path(part) for part in text.split("+"))
 
 
-def model_name(files: tuple) -> str:
-    return "+".join(f.stem for f in files)
+def model_names(models: list) -> list:
+    """Each ``--models`` entry's name in the report: its files' stems, with as many parent folders as it takes to
+    tell the entries apart (two runs' ``model.int8.onnx`` would otherwise overwrite each other's results)."""
+    deepest = max(len(f.parts) for files in models for f in files)
+    for depth in range(1, deepest + 1):
+        names = ["+".join("/".join(f.with_suffix("").parts[-depth:]) for f in files) for files in models]
+        if len(set(names)) == len(names):
+            return names
+    raise ValueError("the same model is given twice")
 
 
 def scorer_for(files: tuple) -> RecordingScorer:
@@ -277,7 +284,7 @@ def run(models: list, clips: list, conditions: list, folder: Path, progress: boo
     """{model: {condition: {"accuracy", "silenced", "recordings"}}} over ``clips`` (ESC-50 Clip objects);
     each of ``models`` is a tuple of ONNX files (model_files). ``per_clip`` adds "labels": each clip's predicted
     class index in ``clips``' order (None: silenced), to find which sounds a condition costs."""
-    scorers = {model_name(files): scorer_for(files) for files in models}
+    scorers = {name: scorer_for(files) for name, files in zip(model_names(models), models)}
     sources = Sources.make(folder, conditions)
     labels = {m: {c.name: [] for c in conditions} for m in scorers}
     for i, clip in enumerate(clips):
@@ -292,7 +299,8 @@ def run(models: list, clips: list, conditions: list, folder: Path, progress: boo
             if condition == DATASET_CLIP:
                 path = clip.path
             else:
-                x, rate = degrade(condition, base, np.random.default_rng([SEED, i, CONDITIONS.index(condition)]), sources)
+                condition_rng = np.random.default_rng([SEED, i, CONDITIONS.index(condition)])
+                x, rate = degrade(condition, base, condition_rng, sources)
                 path = folder / "recording.wav"
                 sf.write(str(path), x, rate, subtype="FLOAT")
             for name, scorer in scorers.items():
@@ -379,6 +387,10 @@ def main(argv=None) -> int:
             return 2
     models = args.models or [(m,) for m in sorted((REPO / "edge" / "models").glob("*.onnx"))]
     try:
+        names = model_names(models)
+    except ValueError as err:
+        p.error(f"--models: {err}")
+    try:
         clips = [c for c in read_clips(args.data) if c.fold == args.fold][:args.clips]
     except DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -389,7 +401,7 @@ def main(argv=None) -> int:
         results = run(models, clips, conditions, Path(tmp), per_clip=args.per_clip)
     report = {"command": "python -m benchmarks.robustness " + " ".join(sys.argv[1:] if argv is None else argv),
               "commit": git_commit(), "cpu": cpu_name(), "fold": args.fold, "clips": len(clips),
-              "models": {model_name(files): "+".join(shown_path(f) for f in files) for files in models},
+              "models": {name: "+".join(shown_path(f) for f in files) for name, files in zip(names, models)},
               "listener": "edge.listen defaults (hop 1 s, silence gate, no smoothing); label = mean probability "
                           "over the classified windows",
               "summary": summarize(results), "conditions": results}

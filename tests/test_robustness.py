@@ -1,4 +1,6 @@
 """benchmarks/robustness.py: each recording condition does what it claims, on synthetic signals."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -147,7 +149,7 @@ def test_a_benchmark_run_scores_every_model_and_pair_under_every_condition(tone_
                                      if c.name in ("clean", "gain -30 dB", "room RT60 0.3 s", "MP3 32 kbit/s")]
     image, waveform = tone_models["image"], tone_models["waveform"]
     pair = R.model_files(f"{image}+{waveform}")
-    assert pair == (image, waveform) and R.model_name(pair) == "image+waveform"
+    assert pair == (image, waveform) and R.model_names([pair]) == ["image+waveform"]
     results = R.run([(image,), (waveform,), pair], fold5_clips, conditions, tmp_path, progress=False)
     assert set(results) == {"image", "waveform", "image+waveform"}
     for by_condition in results.values():
@@ -157,6 +159,15 @@ def test_a_benchmark_run_scores_every_model_and_pair_under_every_condition(tone_
     assert image["dataset clip"]["accuracy"] == image["clean"]["accuracy"] == image["gain -30 dB"]["accuracy"] == 1.0
     both_right = results["image+waveform"]["clean"]["accuracy"]
     assert both_right == results["waveform"]["clean"]["accuracy"] == 1.0  # both members right: so is their average
+
+
+def test_two_runs_files_of_one_name_are_reported_apart_and_one_file_twice_is_refused():
+    seed0, seed1 = Path("runs/seed0/model.int8.onnx"), Path("runs/seed1/model.int8.onnx")
+    assert R.model_names([(seed0,), (seed1,), (seed0, seed1)]) == [
+        "seed0/model.int8", "seed1/model.int8", "seed0/model.int8+seed1/model.int8"]
+    assert R.model_names([(Path("a/x.onnx"),), (Path("b/y.onnx"),)]) == ["x", "y"]
+    with pytest.raises(ValueError, match="twice"):
+        R.model_names([(seed0,), (seed0,)])
 
 
 def test_the_dataset_clip_is_scored_from_its_file_not_from_the_recording(tone_models, fold5_clips, tmp_path,
