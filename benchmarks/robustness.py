@@ -266,13 +266,13 @@ def model_files(text: str) -> tuple:
 def model_names(models: list) -> list:
     """Each ``--models`` entry's name in the report: its files' stems, with as many parent folders as it takes to
     tell the entries apart (two runs' ``model.int8.onnx`` would otherwise overwrite each other's results)."""
-    deepest = max((len(f.parts) for files in models for f in files), default=0)
+    if not models:
+        return []
+    deepest = max(len(f.parts) for files in models for f in files)
     for depth in range(1, deepest + 1):
         names = ["+".join("/".join(f.with_suffix("").parts[-depth:]) for f in files) for files in models]
         if len(set(names)) == len(names):
             return names
-    if not models:
-        return []
     raise ValueError("the same model is given twice")
 
 
