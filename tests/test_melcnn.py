@@ -115,6 +115,23 @@ def test_mean_plus_max_pooling_adds_the_loudest_frame_to_the_average():
         assert not torch.allclose(mean_model(x), expected, atol=1e-3)
 
 
+def test_attention_pooling_weighs_the_frames_between_their_mean_and_their_loudest():
+    """With flat frame scores the attention term is the mean over time; with scores that grow steeply with each
+    channel's own value it becomes that channel's loudest frame (what mean+max adds)."""
+    torch.manual_seed(0)
+    attention = MelCNN(n_classes=2, widths=(4,), pooling="mean+attention", dropout=0.0).eval()
+    x = torch.randn(1, 2, 8, 64)
+    with torch.no_grad():
+        features = attention.features(x).mean(dim=2)
+        for weight, summary in ((0.0, features.mean(-1)), (1e4, features.amax(-1))):
+            attention.frame_scores.weight.copy_(weight * torch.eye(4).unsqueeze(-1))
+            attention.frame_scores.bias.zero_()
+            expected = attention.classifier(features.mean(-1) + summary)
+            assert torch.allclose(attention(x), expected, atol=1e-4)
+    assert attention(torch.randn(3, 2, 64, 37)).shape == (3, 2)  # any number of frames
+    assert MelCNN(widths=(4,), pooling="mean+max").frame_scores is None
+
+
 def test_frequency_position_is_a_channel_from_the_lowest_band_to_the_highest():
     """The first convolution sees the image and, after it, -1 at the lowest band rising to 1 at the highest, the same
     in every frame and every clip of the batch."""
@@ -372,10 +389,10 @@ def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(
     assert classifier.features(wave, 48000).shape == (1, *image_shape)
 
 
-def untrained_run(run: Path, frequency_position: bool = False) -> Path:
+def untrained_run(run: Path, frequency_position: bool = False, pooling: str = "mean+max") -> Path:
     """A MelCNN run folder as the engine writes it (best.pt, metrics.json), with untrained weights."""
     torch.manual_seed(0)
-    kwargs = {"n_classes": len(CLASSES), "widths": [4, 8], "dropout": 0.3, "pooling": "mean+max",
+    kwargs = {"n_classes": len(CLASSES), "widths": [4, 8], "dropout": 0.3, "pooling": pooling,
               "in_channels": FRONTEND.channels, "frequency_position": frequency_position}
     run.mkdir()
     spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
@@ -437,12 +454,15 @@ def test_weight_average_scores_the_raw_and_the_averaged_final_weights_of_each_ru
     assert set(result["mean_accuracy"]) == {"fold 4", "fold 5"}
 
 
-@pytest.mark.parametrize("frequency_position", [False, True])
-def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50, frequency_position):
-    run = untrained_run(tmp_path / "melcnn-book-seed0", frequency_position)
-    assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
+@pytest.mark.parametrize("frequency_position, pooling", [(False, "mean+max"), (True, "mean+max"),
+                                                         (False, "mean+attention")])
+def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50, frequency_position, pooling):
+    run = untrained_run(tmp_path / "melcnn-book-seed0", frequency_position, pooling)
+    flags = ["--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1", "--int8"]
+    assert to_onnx.main([str(run), *flags]) == 0
     report = json.loads((run / "model.report.json").read_text())
     assert report["passed"] and report["fp32"]["parity_vs_torch"]["max_abs_logit_diff"] <= 1e-4
+    assert (run / "model.int8.onnx").exists()
     classifier = Classifier(run / "model.onnx")
     assert classifier.frontend == FRONTEND and classifier.meta["model_name"] == "melcnn"
     wave = np.random.default_rng(1).standard_normal(5 * 16000).astype(np.float32)

@@ -79,7 +79,7 @@ def melcnn_frontend(sample_rate: int = SAMPLE_RATES[0], mel_bands: int = MEL_BAN
 
 
 FRONTEND = melcnn_frontend()
-POOLINGS = ("mean", "mean+max")
+POOLINGS = ("mean", "mean+max", "mean+attention")
 # The recipe's network, the defaults of both MelCNN and MelCNNConfig.
 WIDTHS, DROPOUT, POOLING = (24, 48, 96, 192), 0.3, "mean+max"
 
@@ -168,8 +168,11 @@ class MelCNN(nn.Module):
     Each stage is two 3x3 convolutions (BatchNorm, ReLU) and 2x2 average pooling, as in PANNs' CNN6-14
     but narrower, so that a run fits in an hour on two CPU cores. The last feature map is averaged over
     frequency, then summarised over time by ``pooling``: "mean+max" (PANNs) lets a short event count for
-    more than its share of the frames. Any number of frames works, so the net trains on crops and is
-    tested on whole windows.
+    more than its share of the frames. "mean+attention" replaces the loudest frame by a learned weighting of the
+    frames, per channel (a 1x1 convolution scores each frame, softmax over time; PANNs' attention pooling,
+    attentive statistics pooling in speaker recognition): reverberation smears a sound's loudest frames into the
+    ones after them, and a weighting can learn to prefer the onsets. Any number of frames works, so the net
+    trains on crops and is tested on whole windows.
 
     Convolutions do not know which band they look at (only the zero padding at the edges tells them);
     ``frequency_position`` adds a channel that holds each band's place from -1 (lowest) to 1 (highest), as
@@ -193,6 +196,7 @@ class MelCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(channels, n_classes)
         self.pooling = pooling
+        self.frame_scores = nn.Conv1d(channels, channels, 1) if pooling == "mean+attention" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.frequency_position:
@@ -202,6 +206,8 @@ class MelCNN(nn.Module):
         pooled = features.mean(dim=-1)
         if self.pooling == "mean+max":
             pooled = pooled + features.amax(dim=-1)
+        elif self.pooling == "mean+attention":
+            pooled = pooled + (self.frame_scores(features).softmax(dim=-1) * features).sum(dim=-1)
         return self.classifier(self.dropout(pooled))
 
 
