@@ -500,7 +500,8 @@ def test_reverberation_decays_by_60_db_in_rt60():
     expected = 60 * (10 / frames_per_s) / 0.5  # 60 dB per 0.5 s in the lowest band
     assert lowest == pytest.approx(expected, abs=0.1)
     assert highest == pytest.approx(expected / 0.6, abs=0.1)  # RT60 40 % shorter in the top band
-    assert out.sum() == pytest.approx(2 * power.sum().item(), rel=0.01)  # DRR 0 dB: the tail carries as much as the sound
+    # DRR 0 dB: the tail carries as much as the sound
+    assert out.sum() == pytest.approx(2 * power.sum().item(), rel=0.01)
     assert np.allclose(conditions.reverberate(torch.zeros_like(power)), 0)
 
 
@@ -578,7 +579,8 @@ def test_the_clean_view_is_the_clean_clip_cut_and_masked_with_the_recorded_one()
     assert len(starts) == 1  # the teacher sees a crop of the clean clip ...
     loud = teacher > teacher.min() + quieter / (DB_FRONTEND.top_db * DB_FRONTEND.std[0]) + 1e-3
     step = (teacher - student)[loud]  # ... the same crop the student sees, recorded 10 dB quieter
-    assert loud.any() and torch.allclose(step, torch.full_like(step, quieter / (DB_FRONTEND.top_db * DB_FRONTEND.std[0])))
+    expected = quieter / (DB_FRONTEND.top_db * DB_FRONTEND.std[0])
+    assert loud.any() and torch.allclose(step, torch.full_like(step, expected))
 
 
 def test_a_teacher_must_share_the_front_end_and_never_have_seen_the_students_selection_or_test_folds(tmp_path):
@@ -595,7 +597,8 @@ def test_a_teacher_must_share_the_front_end_and_never_have_seen_the_students_sel
     metrics = json.loads((cv5_run / "metrics.json").read_text())
     (cv5_run / "metrics.json").write_text(json.dumps({**metrics, "split": "cv5"}))
     with pytest.raises(ValueError, match=r"cv5.*trained or selected on fold 4.*\(book\)"):
-        load_teacher([book_run, cv5_run], build, spec, CLASSES, book)  # trained on fold 4, which the book split selects on
+        # cv5 trained on fold 4, which the book split selects on
+        load_teacher([book_run, cv5_run], build, spec, CLASSES, book)
     assert isinstance(load_teacher([book_run, cv5_run], build, spec, CLASSES, cv5), AveragedModels)
     with pytest.raises(ValueError, match=r"book.*trained or selected on fold 2"):
         load_teacher([book_run], build, spec, CLASSES, parse_splits("cv2")[0])

@@ -333,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"with probability P, one of N 5-s clips of synthetic speech babble (train.babble) in the "
                             f"background at {snr_range} SNR, label unchanged (0 = off)")
     group.add_argument("--noise-clips", type=int, default=d.noise_clips, metavar="N",
-                       help="the background noise condition draws from N 5-s clips of coloured noise made as waveforms "
-                            "and heard through the front end (train.noises) instead of noise simulated on mel power (0)")
+                       help="the background noise condition draws from N 5-s clips of coloured noise made as "
+                            "waveforms and heard through the front end (train.noises) instead of noise simulated on "
+                            "mel power (0)")
     group.add_argument("--teacher", nargs="+", default=d.teacher, metavar="RUN",
                        help="distil from these finished MelCNN runs (their probabilities averaged): each sees the "
                             "training crop the student sees, mixed alike, but without the recording conditions; "
