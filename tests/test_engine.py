@@ -370,6 +370,23 @@ def test_a_teacher_sees_the_second_view_and_shares_the_target_by_its_weight(tmp_
         assert history[0]["train_accuracy"] == (model(student_view).argmax(1) == labels).float().mean().item()
 
 
+def test_soft_targets_of_a_training_set_are_the_loss_target_and_are_mixed_as_labels_are(tmp_path):
+    torch.manual_seed(0)
+    clips = torch.randn(8, 1, 6)
+    soft = torch.tensor([0.7, 0.1, 0.1, 0.1]).roll(1).expand(8, -1).clone()  # every clip: class 1 at 0.7
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4))
+    info = checkpoint_info("toy", {}, list("abcd"), {"kind": "toy"})
+    trainer = Trainer(model, tmp_path, train_set=TensorDataset(clips, soft), valid_set=None,
+                      test_set=TensorDataset(clips, torch.ones(8, dtype=torch.long)), checkpoint_info=info,
+                      metadata={}, device="cpu", batch_size=8, progress=False, precision="fp32")
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(clips), soft).item()
+        credit = soft.gather(1, model(clips).argmax(1, keepdim=True)).mean().item()
+    history = trainer.fit("train", [{"params": model.parameters(), "lr": 0.0}], epochs=1, schedule="constant")
+    assert history[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
+    assert history[0]["train_accuracy"] == pytest.approx(credit)  # partial credit, as for mixed labels
+
+
 def test_consistency_adds_the_weighted_jensen_shannon_of_the_two_views_to_the_loss(tmp_path):
     torch.manual_seed(0)
     recorded, clean = torch.randn(8, 1, 6), torch.randn(8, 1, 6)

@@ -96,7 +96,8 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     defaults = configure([])
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # settings added after that run, at the values that do what it did
-    added_since = {"frequency_position": False, "consistency": 0.0, "freq_mixstyle": 0.0}
+    added_since = {"frequency_position": False, "consistency": 0.0, "freq_mixstyle": 0.0, "teacher_views": "crop",
+                   "teacher_temperature": 1.0}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -609,20 +610,40 @@ def test_a_teacher_must_share_the_front_end_and_never_have_seen_the_students_sel
         load_teacher([book_run], build, spec, ["a", "b"], book)
 
 
+class Fixed(torch.nn.Module):
+    """Answers ``logits`` whatever it sees."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
 def test_averaged_models_average_probabilities():
     from train.distillation import AveragedModels
-
-    class Fixed(torch.nn.Module):
-        def __init__(self, logits):
-            super().__init__()
-            self.logits = torch.tensor(logits)
-
-        def forward(self, x):
-            return self.logits.expand(len(x), -1)
 
     pair = AveragedModels([Fixed([0.0, 0.0]), Fixed([2.0, 0.0])])
     expected = (torch.tensor([0.5, 0.5]) + torch.tensor([2.0, 0.0]).softmax(0)) / 2
     assert torch.allclose(pair(torch.zeros(3, 1)).softmax(1), expected.expand(3, -1))
+
+
+def test_clip_targets_mix_the_labels_with_the_teachers_softened_probabilities():
+    from train.distillation import AveragedModels, clip_targets
+
+    images, labels = torch.zeros(5, 2, 64, 216), np.array([0, 1, 2, 0, 1])
+    one, other = Fixed([4.0, 0.0, 0.0]), Fixed([0.0, 0.0, 4.0])
+    targets = clip_targets(one, images, labels, weight=0.25, temperature=2.0, batch_size=2)
+    taught = torch.tensor([2.0, 0.0, 0.0]).softmax(0).numpy()  # logits / 2
+    assert targets.shape == (5, 3) and np.allclose(targets.sum(1), 1)
+    assert np.allclose(targets, 0.75 * np.eye(3)[labels] + 0.25 * taught, atol=1e-6)
+    pair = clip_targets(AveragedModels([one, other]), images, labels, weight=1.0, temperature=2.0)
+    taught_pair = (taught + torch.tensor([0.0, 0.0, 2.0]).softmax(0).numpy()) / 2  # each softened, then averaged
+    assert np.allclose(pair, taught_pair, atol=1e-6)
+    assert np.allclose(clip_targets(one, images, labels, weight=0.0), np.eye(3)[labels])
+    with pytest.raises(ValueError, match="temperature"):
+        clip_targets(one, images, labels, weight=0.5, temperature=0.0)
 
 
 @pytest.mark.parametrize("compression", ["pcen", "db+pcen"])
@@ -639,6 +660,13 @@ def test_distillation_settings_are_checked_once_in_the_config():
         configure(["--teacher", "a", "--teacher-weight", "1.5"])
     with pytest.raises(ValueError, match="--teacher and --consistency need --mix mixup or none"):
         configure(["--teacher", "a", "--compression", "db", "--mix", "between-class"])
+    assert configure([]).teacher_views == "crop" and configure([]).teacher_temperature == 1
+    clip = configure(["--teacher", "a", "--teacher-views", "clip", "--teacher-temperature", "2"])
+    assert (clip.teacher_views, clip.teacher_temperature) == ("clip", 2)
+    with pytest.raises(ValueError, match="--teacher-temperature .* only with --teacher-views clip"):
+        configure(["--teacher", "a", "--teacher-temperature", "2"])
+    with pytest.raises(ValueError, match="--teacher-temperature must be > 0"):
+        configure(["--teacher", "a", "--teacher-views", "clip", "--teacher-temperature", "0"])
 
 
 def test_consistency_settings_are_checked_once_in_the_config():
@@ -665,6 +693,13 @@ def test_a_student_trains_from_a_teacher_run_or_with_consistency_under_recording
     assert np.isfinite(metrics["epochs"][0]["train_loss"]) and metrics["model_kwargs"]["in_channels"] == 2
     cv2 = ["--split", "cv2", "--out", str(tmp_path / "refused"), "--teacher", str(teacher)]
     assert main([*common, *cv2]) == 2  # the book-split teacher trained on fold 2
+    whole_clips = ["--teacher", str(teacher), "--teacher-views", "clip", "--teacher-temperature", "2"]
+    assert main([*common, "--out", str(tmp_path / "clip-student"), *whole_clips, "--conditions", "1"]) == 0
+    (clip_student,) = (tmp_path / "clip-student").iterdir()
+    metrics = json.loads((clip_student / "metrics.json").read_text())
+    assert metrics["settings"]["teacher_views"] == "clip" and metrics["settings"]["teacher_temperature"] == 2
+    assert np.isfinite(metrics["epochs"][0]["train_loss"])
+    assert main([*common, *cv2[:-2], *whole_clips]) == 2  # refused alike when the teacher sees whole clips
     assert main([*common, "--out", str(tmp_path / "consistent"), "--consistency", "12", "--conditions", "1"]) == 0
     (consistent,) = (tmp_path / "consistent").iterdir()
     metrics = json.loads((consistent / "metrics.json").read_text())

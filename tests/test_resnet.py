@@ -253,6 +253,11 @@ def test_ensemble_cli_averages_finished_runs(fake_esc50, tmp_path, capsys):
     assert ensemble_main([*run_dirs, "--data", str(fake_esc50), "--out", str(tmp_path / "ens.json")]) == 0
     result = json.loads((tmp_path / "ens.json").read_text())
     assert set(result["runs"]) == set(run_dirs) and result["test_clips"] == 2
-    assert 0.0 <= result["ensemble"] <= 1.0
+    assert 0.0 <= result["ensemble"] <= 1.0 and result["fold"] == 5
+    # the book split's selection fold can be scored too, but never a fold the runs trained on
+    assert ensemble_main([*run_dirs, "--data", str(fake_esc50), "--fold", "4", "--out", str(tmp_path / "f4.json")]) == 0
+    assert json.loads((tmp_path / "f4.json").read_text())["fold"] == 4
+    assert ensemble_main([*run_dirs, "--data", str(fake_esc50), "--fold", "3"]) == 2
+    assert "trained on fold 3" in capsys.readouterr().err
     assert ensemble_main([run_dirs[0], str(tmp_path / "nothing")]) == 2
     assert "no metrics.json" in capsys.readouterr().err

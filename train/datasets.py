@@ -75,7 +75,8 @@ class LogMelImages(Dataset):
         if len(log_mels) != len(targets):
             raise ValueError(f"{len(log_mels)} spectrograms but {len(targets)} targets")
         self.log_mels = log_mels
-        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+        targets = np.asarray(targets)  # class indices, or (N, classes) distributions (soft targets)
+        self.targets = torch.as_tensor(targets, dtype=torch.float32 if targets.ndim == 2 else torch.long)
         self.frontend = frontend
         self.transform = transform
         self.conditions = conditions

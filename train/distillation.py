@@ -1,8 +1,10 @@
-"""Teachers to distil from: finished runs loaded as one model for train.engine.Trainer's ``teacher``."""
+"""Teachers to distil from: finished runs loaded as one model, either for train.engine.Trainer's ``teacher`` (it
+sees every training crop) or for :func:`clip_targets` (each whole clip once, before training)."""
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,7 +46,8 @@ def load_teacher(run_dirs, build: Callable[[dict], nn.Module], input_spec: dict,
         seen = set(teacher_split.train_folds) & ({split.test_fold} | set(split.valid_folds))
         seen |= set(teacher_split.valid_folds) & {split.test_fold}
         if seen:
-            raise ValueError(f"--teacher {run}: it was trained or selected on fold {', '.join(map(str, sorted(seen)))}, "
+            folds = ", ".join(map(str, sorted(seen)))
+            raise ValueError(f"--teacher {run}: it was trained or selected on fold {folds}, "
                              f"which the student ({split.name}) validates or tests on")
         model = build(checkpoint["model_kwargs"])
         model.load_state_dict(checkpoint["state_dict"])
@@ -52,3 +55,26 @@ def load_teacher(run_dirs, build: Callable[[dict], nn.Module], input_spec: dict,
     if not models:
         raise ValueError("--teacher needs at least one run folder")
     return models[0] if len(models) == 1 else AveragedModels(models)
+
+
+@torch.no_grad()
+def clip_targets(teacher: nn.Module, images: torch.Tensor, labels, weight: float, temperature: float = 1.0,
+                 batch_size: int = 64) -> np.ndarray:
+    """(N, classes) training targets: (1 - ``weight``) * the one-hot labels + ``weight`` * the teacher's
+    probabilities of each whole clip ``images`` (N, channels, mels, frames), softened by ``temperature``
+    (several teachers: their softened probabilities averaged).
+
+    Computed once, so a teacher of any size costs a forward pass per clip, not one per training step
+    (EfficientAT stores its teachers' predictions the same way); the student's crops, recording conditions
+    and mixing then work on the clip while its target stays the teacher's view of the whole clean clip.
+    """
+    if not 0.0 <= weight <= 1.0 or temperature <= 0:
+        raise ValueError(f"weight must be in [0, 1] and temperature > 0, not {weight!r} and {temperature!r}")
+    models = list(teacher.models) if isinstance(teacher, AveragedModels) else [teacher]
+    probabilities = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        probabilities.append(torch.stack([(m(batch).float() / temperature).softmax(1) for m in models]).mean(0))
+    taught = torch.cat(probabilities).numpy()
+    labels = np.eye(taught.shape[1], dtype=np.float32)[np.asarray(labels)]
+    return ((1 - weight) * labels + weight * taught).astype(np.float32)

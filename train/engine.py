@@ -32,7 +32,9 @@ training batch with a shuffled copy of itself; the loss is cross-entropy against
 training image then holds the student's view in the first half of its channels and the teacher's in the
 second (train.datasets.LogMelImages' ``clean_view``), mixed alike, so the teacher sees what the student
 sees, but recorded cleanly ("consistent teaching", Beyer et al. 2022). The target is
-(1 - teacher_weight) * the (mixed) labels + teacher_weight * the teacher's probabilities.
+(1 - teacher_weight) * the (mixed) labels + teacher_weight * the teacher's probabilities. A training set may
+instead give each clip a distribution over the classes as its target (train.distillation.clip_targets: a
+teacher's probabilities of the whole clip, computed once); it is mixed as labels are.
 
 ``consistency`` (a weight; 0 = off) uses the same two views without a teacher: the model itself sees both in
 one batch, and the Jensen-Shannon divergence between its predictions on the recorded and on the clean view,
@@ -352,7 +354,8 @@ class Trainer:
                     logits, clean_logits = self.model(torch.cat([x, clean_view])).chunk(2)
                 else:
                     logits = self.model(x)
-                target = F.one_hot(y, logits.shape[1]).float()
+                # soft targets (a distribution per clip, e.g. distilled from whole clips) or class indices
+                target = y.float() if y.is_floating_point() else F.one_hot(y, logits.shape[1]).float()
                 if self.mix is not None:
                     target = share[:, None] * target + (1 - share[:, None]) * target[partner]
                 loss_target = target

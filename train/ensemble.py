@@ -38,12 +38,15 @@ def fold_set(checkpoint: dict, data_dir, fold: int, log_mels=None):
 
 
 @torch.no_grad()
-def probabilities(run_dir, data_dir, device="auto", batch_size: int = 32, log_mels=None) -> tuple:
-    """(softmax probabilities (N, classes), targets (N,), classes) of a run's best.pt on its test fold."""
+def probabilities(run_dir, data_dir, device="auto", batch_size: int = 32, log_mels=None,
+                  fold: int | None = None) -> tuple:
+    """(softmax probabilities (N, classes), targets (N,), classes) of a run's best.pt on ``fold`` (default: its test
+    fold)."""
     device = resolve_device(device)
     checkpoint = load_best(run_dir)
     model = model_from_checkpoint(checkpoint).to(device)
-    dataset = fold_set(checkpoint, data_dir, parse_splits(run_split(run_dir))[0].test_fold, log_mels)
+    fold = parse_splits(run_split(run_dir))[0].test_fold if fold is None else fold
+    dataset = fold_set(checkpoint, data_dir, fold, log_mels)
     probs, targets = [], []
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
         probs.append(model(x.to(device)).float().softmax(1).cpu())
@@ -51,20 +54,27 @@ def probabilities(run_dir, data_dir, device="auto", batch_size: int = 32, log_me
     return torch.cat(probs).numpy(), torch.cat(targets).numpy(), checkpoint["classes"]
 
 
-def ensemble_accuracy(run_dirs, data_dir, device="auto", log_mels=None) -> dict:
-    """Test accuracy of each run and of their averaged probabilities; the runs must share a test fold."""
+def ensemble_accuracy(run_dirs, data_dir, device="auto", log_mels=None, fold: int | None = None) -> dict:
+    """Accuracy of each run and of their averaged probabilities on ``fold``: by default the test fold they share;
+    another fold (e.g. the book split's selection fold 4) only if none of them trained on it."""
     splits = {str(run): run_split(run) for run in run_dirs}
-    folds = {parse_splits(s)[0].test_fold for s in splits.values()}
-    if len(folds) != 1:
-        raise ValueError(f"runs tested on different folds cannot be ensembled: {splits}")
-    outputs = [probabilities(run, data_dir, device, log_mels=log_mels) for run in run_dirs]
+    if fold is None:
+        folds = {parse_splits(s)[0].test_fold for s in splits.values()}
+        if len(folds) != 1:
+            raise ValueError(f"runs tested on different folds cannot be ensembled: {splits}")
+        fold = folds.pop()
+    trained = [run for run, s in splits.items() if fold in parse_splits(s)[0].train_folds]
+    if trained:
+        raise ValueError(f"{', '.join(trained)} trained on fold {fold}: it cannot be evaluated there")
+    outputs = [probabilities(run, data_dir, device, log_mels=log_mels, fold=fold) for run in run_dirs]
     targets, classes = outputs[0][1], outputs[0][2]
     for run, (_, other_targets, other_classes) in zip(run_dirs, outputs):
         if other_classes != classes or not np.array_equal(other_targets, targets):
             raise ValueError(f"{run}: different classes or test clips than {run_dirs[0]}")
     accuracy = {str(run): float((p.argmax(1) == targets).mean()) for run, (p, _, _) in zip(run_dirs, outputs)}
     mean = np.mean([p for p, _, _ in outputs], axis=0)
-    return {"runs": accuracy, "ensemble": float((mean.argmax(1) == targets).mean()), "test_clips": len(targets)}
+    return {"fold": fold, "runs": accuracy, "ensemble": float((mean.argmax(1) == targets).mean()),
+            "test_clips": len(targets)}
 
 
 def main(argv=None) -> int:
@@ -78,11 +88,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.ensemble", description=main.__doc__)
     parser.add_argument("runs", nargs="+", help="finished run folders tested on the same fold")
     parser.add_argument("--data", default=os.environ.get("ESC50_DIR", "data/ESC-50"), help="ESC-50 folder")
+    parser.add_argument("--fold", type=int, help="evaluate on this fold (default: the runs' test fold); none of "
+                                                  "the runs may have trained on it")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", help="write the result as JSON here too")
     args = parser.parse_args(argv)
     try:
-        result = ensemble_accuracy(args.runs, args.data, args.device)
+        result = ensemble_accuracy(args.runs, args.data, args.device, fold=args.fold)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

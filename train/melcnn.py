@@ -29,7 +29,7 @@ from edge.metadata import LOG_MEL_IMAGE
 from train.data.cache import load_log_mels
 from train.data.esc50 import class_names
 from train.datasets import LogMelImages
-from train.distillation import load_teacher
+from train.distillation import clip_targets, load_teacher
 from train.engine import seed_everything
 from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
@@ -89,6 +89,7 @@ class MelCNNConfig(TrainingConfig):
     """The MelCNN recipe; its defaults are the settings of the run behind the README's numbers."""
 
     MIXES: ClassVar[tuple] = ("mixup", "between-class", "none")
+    TEACHER_VIEWS: ClassVar[tuple] = ("crop", "clip")
 
     sample_rate: int = SAMPLE_RATES[0]  # of the front end (melcnn_frontend)
     mel_bands: int = MEL_BANDS[0]
@@ -119,6 +120,8 @@ class MelCNNConfig(TrainingConfig):
     noise_clips: int = 0  # clips of noise heard through the front end (train.noises); 0 = noise on mel power
     teacher: tuple = ()  # finished runs to distil from (train.engine.Trainer's teacher); () = none
     teacher_weight: float = 0.5  # of the teacher's probabilities in the target, against the labels
+    teacher_views: str = "crop"  # the teacher sees each training crop ("crop") or each whole clip once ("clip")
+    teacher_temperature: float = 1.0  # softens the teacher's probabilities (with teacher_views "clip")
     consistency: float = 0.0  # weight of the Jensen-Shannon consistency of recorded and clean views; 0 = off
     cache_dir: str | None = None
 
@@ -144,6 +147,12 @@ class MelCNNConfig(TrainingConfig):
                 raise ValueError(f"{flag} is one of the recording conditions: it needs --conditions > 0")
         object.__setattr__(self, "teacher", tuple(self.teacher))  # argparse's nargs="+" gives a list
         check_range("--teacher-weight", self.teacher_weight, 0, 1)
+        if self.teacher_views not in self.TEACHER_VIEWS:
+            raise ValueError(f"--teacher-views must be one of {', '.join(self.TEACHER_VIEWS)}, "
+                             f"not {self.teacher_views!r}")
+        if self.teacher_temperature <= 0 or (self.teacher_temperature != 1 and self.teacher_views != "clip"):
+            raise ValueError(f"--teacher-temperature must be > 0, and other than 1 only with --teacher-views clip, "
+                             f"not {self.teacher_temperature}")
         check_range("--consistency", self.consistency, 0)
         if self.consistency and not self.conditions:
             raise ValueError("--consistency compares a clip recorded under the recording conditions with the clean "
@@ -342,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "none may have trained on the folds this run validates or tests on")
     group.add_argument("--teacher-weight", type=float, default=d.teacher_weight, metavar="W",
                        help="the target is (1 - W) * labels + W * the teacher's probabilities")
+    group.add_argument("--teacher-views", choices=d.TEACHER_VIEWS, default=d.teacher_views,
+                       help="crop: the teacher sees every training crop (a forward pass per step); clip: it sees each "
+                            "whole clean training clip once, before training, so a large teacher costs no training "
+                            "time (train.distillation.clip_targets)")
+    group.add_argument("--teacher-temperature", type=float, default=d.teacher_temperature, metavar="T",
+                       help="with --teacher-views clip: the teacher's probabilities are softmax(logits / T)")
     group.add_argument("--consistency", type=float, default=d.consistency, metavar="W",
                        help="add W times the Jensen-Shannon divergence between the model's predictions on each "
                             "training crop as recorded and as the clean clip (AugMix's consistency loss; 0 = off)")
@@ -359,8 +374,9 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     def rows(folds) -> list:
         return [i for i, c in enumerate(clips) if c.fold in folds]
 
-    def images(rows, transform=None, clean_view=False):
-        return LogMelImages(log_mels[rows], targets[rows], frontend, transform, clean_view=clean_view)
+    def images(rows, transform=None, clean_view=False, row_targets=None):
+        row_targets = targets[rows] if row_targets is None else row_targets
+        return LogMelImages(log_mels[rows], row_targets, frontend, transform, clean_view=clean_view)
 
     augment = build_augment(config, frontend)
     mix = build_mix(config, frontend=frontend)
@@ -374,7 +390,17 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     teacher = (load_teacher(config.teacher, lambda kwargs: MelCNN(**kwargs), input_spec, class_names(clips), split)
                if config.teacher else None)
     train_rows = rows(split.train_folds)
-    train_set = images(train_rows, augment, clean_view=teacher is not None or config.consistency > 0)
+    train_targets = None
+    if teacher is not None and config.teacher_views == "clip":
+        started = time.perf_counter()
+        whole_clips = torch.stack([torch.from_numpy(frontend.image(log_mels[i])) for i in train_rows])
+        train_targets = clip_targets(teacher, whole_clips, targets[train_rows], config.teacher_weight,
+                                     config.teacher_temperature)
+        print(f"the teacher's probabilities of {len(train_rows)} training clips in "
+              f"{time.perf_counter() - started:.0f} s")
+        teacher = None  # the targets hold what it taught
+    train_set = images(train_rows, augment, clean_view=teacher is not None or config.consistency > 0,
+                       row_targets=train_targets)
     if config.conditions:
         rooms = None
         if config.room_copies:
