@@ -632,18 +632,19 @@ def test_averaged_models_average_probabilities():
 def test_clip_targets_mix_the_labels_with_the_teachers_softened_probabilities():
     from train.distillation import AveragedModels, clip_targets
 
-    images, labels = torch.zeros(5, 2, 64, 216), np.array([0, 1, 2, 0, 1])
+    labels = np.array([0, 1, 2, 0, 1])
+    clips = torch.utils.data.TensorDataset(torch.zeros(5, 2, 64, 216), torch.as_tensor(labels))
     one, other = Fixed([4.0, 0.0, 0.0]), Fixed([0.0, 0.0, 4.0])
-    targets = clip_targets(one, images, labels, weight=0.25, temperature=2.0, batch_size=2)
+    targets = clip_targets(one, clips, weight=0.25, temperature=2.0, batch_size=2)
     taught = torch.tensor([2.0, 0.0, 0.0]).softmax(0).numpy()  # logits / 2
     assert targets.shape == (5, 3) and np.allclose(targets.sum(1), 1)
     assert np.allclose(targets, 0.75 * np.eye(3)[labels] + 0.25 * taught, atol=1e-6)
-    pair = clip_targets(AveragedModels([one, other]), images, labels, weight=1.0, temperature=2.0)
+    pair = clip_targets(AveragedModels([one, other]), clips, weight=1.0, temperature=2.0)
     taught_pair = (taught + torch.tensor([0.0, 0.0, 2.0]).softmax(0).numpy()) / 2  # each softened, then averaged
     assert np.allclose(pair, taught_pair, atol=1e-6)
-    assert np.allclose(clip_targets(one, images, labels, weight=0.0), np.eye(3)[labels])
+    assert np.allclose(clip_targets(one, clips, weight=0.0), np.eye(3)[labels])
     with pytest.raises(ValueError, match="temperature"):
-        clip_targets(one, images, labels, weight=0.5, temperature=0.0)
+        clip_targets(one, clips, weight=0.5, temperature=0.0)
 
 
 @pytest.mark.parametrize("compression", ["pcen", "db+pcen"])

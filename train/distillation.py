@@ -6,6 +6,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from train.data.esc50 import Split, parse_splits
@@ -20,9 +21,12 @@ class AveragedModels(nn.Module):
         super().__init__()
         self.models = nn.ModuleList(models)
 
+    def probabilities(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The mean of the models' probabilities, each softened by ``temperature`` (softmax of logits / T)."""
+        return torch.stack([(m(x).float() / temperature).softmax(1) for m in self.models]).mean(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.stack([m(x).float().softmax(1) for m in self.models]).mean(0)
-        return probabilities.clamp_min(1e-12).log()
+        return self.probabilities(x).clamp_min(1e-12).log()
 
 
 def load_teacher(run_dirs, build: Callable[[dict], nn.Module], input_spec: dict, classes: list,
@@ -58,11 +62,12 @@ def load_teacher(run_dirs, build: Callable[[dict], nn.Module], input_spec: dict,
 
 
 @torch.no_grad()
-def clip_targets(teacher: nn.Module, images: torch.Tensor, labels, weight: float, temperature: float = 1.0,
+def clip_targets(teacher: nn.Module, clips, weight: float, temperature: float = 1.0,
                  batch_size: int = 64) -> np.ndarray:
     """(N, classes) training targets: (1 - ``weight``) * the one-hot labels + ``weight`` * the teacher's
-    probabilities of each whole clip ``images`` (N, channels, mels, frames), softened by ``temperature``
-    (several teachers: their softened probabilities averaged).
+    probabilities of each whole clip of ``clips`` (a dataset of (image, class index), e.g. the training clips'
+    LogMelImages without augmentation), softened by ``temperature`` (several teachers: their softened
+    probabilities averaged).
 
     Computed once, so a teacher of any size costs a forward pass per clip, not one per training step
     (EfficientAT stores its teachers' predictions the same way); the student's crops, recording conditions
@@ -70,11 +75,9 @@ def clip_targets(teacher: nn.Module, images: torch.Tensor, labels, weight: float
     """
     if not 0.0 <= weight <= 1.0 or temperature <= 0:
         raise ValueError(f"weight must be in [0, 1] and temperature > 0, not {weight!r} and {temperature!r}")
-    models = list(teacher.models) if isinstance(teacher, AveragedModels) else [teacher]
-    probabilities = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        probabilities.append(torch.stack([(m(batch).float() / temperature).softmax(1) for m in models]).mean(0))
-    taught = torch.cat(probabilities).numpy()
-    labels = np.eye(taught.shape[1], dtype=np.float32)[np.asarray(labels)]
-    return ((1 - weight) * labels + weight * taught).astype(np.float32)
+    teachers = teacher if isinstance(teacher, AveragedModels) else AveragedModels([teacher])
+    taught, labels = [], []
+    for x, y in torch.utils.data.DataLoader(clips, batch_size=batch_size):
+        taught.append(teachers.probabilities(x, temperature))
+        labels.append(F.one_hot(y, taught[-1].shape[1]).float())
+    return ((1 - weight) * torch.cat(labels) + weight * torch.cat(taught)).numpy()

@@ -393,9 +393,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     train_targets = None
     if teacher is not None and config.teacher_views == "clip":
         started = time.perf_counter()
-        whole_clips = torch.stack([torch.from_numpy(frontend.image(log_mels[i])) for i in train_rows])
-        train_targets = clip_targets(teacher, whole_clips, targets[train_rows], config.teacher_weight,
-                                     config.teacher_temperature)
+        train_targets = clip_targets(teacher, images(train_rows), config.teacher_weight, config.teacher_temperature)
         print(f"the teacher's probabilities of {len(train_rows)} training clips in "
               f"{time.perf_counter() - started:.0f} s")
         teacher = None  # the targets hold what it taught
