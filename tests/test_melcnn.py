@@ -13,10 +13,11 @@ from edge.classifier import Classifier
 from edge.frontend import a_weighting_db, mel_band_edges_hz
 from edge.metadata import LOG_MEL_IMAGE
 from train import crop_averaging, weight_average
-from train.augment import BetweenClassMel, FreqMixStyle, MelSpeedChange, RecordingConditions, TimeShift, build_mix
+from train.augment import (BetweenClassMel, FreqMixStyle, MelSpeedChange, RecordingConditions, TimeCutMix, TimeShift,
+                           build_mix)
 from train.crop_averaging import crop_average
-from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, build_augment, build_parser,
-                          melcnn_frontend, widths_arg)
+from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, ResidualPair, build_augment,
+                          build_parser, melcnn_frontend, widths_arg)
 from train.models import build_model
 from train.specaugment import FrequencyMask, TimeMask
 
@@ -97,7 +98,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # settings added after that run, at the values that do what it did
     added_since = {"frequency_position": False, "consistency": 0.0, "freq_mixstyle": 0.0, "teacher_views": "crop",
-                   "teacher_temperature": 1.0}
+                   "teacher_temperature": 1.0, "residual": False}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -146,6 +147,25 @@ def test_frequency_position_is_a_channel_from_the_lowest_band_to_the_highest():
     assert inputs.shape == (2, FRONTEND.channels + 1, 64, 30) and torch.equal(inputs[:, :-1], x)
     assert torch.allclose(inputs[:, -1], torch.linspace(-1, 1, 64).view(1, 64, 1).expand(2, 64, 30))
     assert configure(["--frequency-position"]).frequency_position and not configure([]).frequency_position
+
+
+def test_residual_stages_add_a_shortcut_around_their_two_convolutions():
+    """With the last BatchNorm of each pair scaled to zero, a residual stage passes on only its shortcut: the input
+    itself where the width stays, a 1x1 convolution where it changes."""
+    model = MelCNN(n_classes=3, widths=(4, 4, 8), residual=True).eval()
+    pairs = [m for m in model.features if isinstance(m, ResidualPair)]
+    assert len(pairs) == 3 and [type(p.shortcut).__name__ for p in pairs] == ["Sequential", "Identity", "Sequential"]
+    with torch.no_grad():
+        for pair in pairs:
+            pair.body[-1].weight.zero_()
+            pair.body[-1].bias.zero_()
+        x = torch.randn(2, 4, 16, 20)
+        assert torch.equal(pairs[1](x), torch.relu(x))
+        assert torch.allclose(pairs[2](x), torch.relu(pairs[2].shortcut(x)))
+    assert model(torch.randn(2, FRONTEND.channels, 64, 37)).shape == (2, 3)
+    plain = MelCNN(n_classes=3, widths=(4, 4, 8))
+    assert not any(isinstance(m, ResidualPair) for m in plain.features)
+    assert configure(["--residual"]).residual and not configure([]).residual
 
 
 @pytest.mark.parametrize("kwargs", [{"pooling": "median"}, {"widths": ()}, {"widths": (8, 0)}])
@@ -309,6 +329,28 @@ def test_melcnn_mixes_images_by_mixup_or_by_mel_power():
     between_class = configure(["--compression", "db", "--mix", "between-class"])
     assert isinstance(build_mix(between_class, frontend=DB_FRONTEND), BetweenClassMel)
     assert build_mix(configure(["--mix", "none"]), frontend=FRONTEND) is None
+    assert isinstance(build_mix(configure(["--mix", "time-cutmix"]), frontend=FRONTEND), TimeCutMix)
+
+
+def test_time_cutmix_gives_each_image_one_span_of_its_partners_frames_and_labels_it_by_their_share():
+    """Every channel and band of an image takes the same span of frames from its partner, the span's frames are the
+    partner's own (not blended), and the own label keeps the share of frames not replaced."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 2, 8, 50)
+    mixed, partner, share = TimeCutMix()(x)
+    spans = []
+    for i in range(16):
+        from_partner = (mixed[i] == x[partner[i]]).all(dim=(0, 1))
+        from_own = (mixed[i] == x[i]).all(dim=(0, 1))
+        assert bool((from_partner | from_own).all())
+        if partner[i] == i:  # paired with itself: nothing to tell apart
+            continue
+        frames = torch.nonzero(from_partner).flatten()
+        if len(frames):
+            assert int(frames[-1] - frames[0]) + 1 == len(frames)  # one contiguous span
+        assert share[i] == pytest.approx(1 - len(frames) / 50)
+        spans.append(len(frames))
+    assert min(spans) < 25 < max(spans) and share.min() >= 0 and share.max() <= 1  # span lengths vary per image
 
 
 def test_a_melcnn_run_trains_with_between_class_mixing(fake_esc50, tmp_path):
@@ -365,6 +407,19 @@ def test_a_melcnn_run_trains_with_freq_mixstyle(fake_esc50, tmp_path):
     assert metrics["restyle"] == "FreqMixStyle(p=1, alpha=0.3)" and np.isfinite(metrics["epochs"][0]["train_loss"])
 
 
+def test_a_residual_melcnn_run_trains_with_time_cutmix(fake_esc50, tmp_path):
+    from train.melcnn import main
+
+    runs = tmp_path / "runs"
+    argv = ["--data", str(fake_esc50), "--out", str(runs), "--device", "cpu", "--no-progress", "--epochs", "1",
+            "--batch-size", "4", "--widths", "4,8", "--residual", "--mix", "time-cutmix"]
+    assert main(argv) == 0
+    (run,) = runs.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["mix"] == "TimeCutMix()" and np.isfinite(metrics["epochs"][0]["train_loss"])
+    assert torch.load(run / "best.pt", weights_only=False)["model_kwargs"]["residual"] is True
+
+
 @pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (2, 64, 216)),
                                                  (["--mel-bands", "128", "--freq-mask", "16"], (2, 128, 216)),
                                                  (["--compression", "pcen"], (1, 64, 216)),
@@ -390,11 +445,12 @@ def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(
     assert classifier.features(wave, 48000).shape == (1, *image_shape)
 
 
-def untrained_run(run: Path, frequency_position: bool = False, pooling: str = "mean+max") -> Path:
+def untrained_run(run: Path, frequency_position: bool = False, pooling: str = "mean+max",
+                  residual: bool = False) -> Path:
     """A MelCNN run folder as the engine writes it (best.pt, metrics.json), with untrained weights."""
     torch.manual_seed(0)
     kwargs = {"n_classes": len(CLASSES), "widths": [4, 8], "dropout": 0.3, "pooling": pooling,
-              "in_channels": FRONTEND.channels, "frequency_position": frequency_position}
+              "in_channels": FRONTEND.channels, "frequency_position": frequency_position, "residual": residual}
     run.mkdir()
     spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
             "frontend": FRONTEND.to_json()}
@@ -455,10 +511,11 @@ def test_weight_average_scores_the_raw_and_the_averaged_final_weights_of_each_ru
     assert set(result["mean_accuracy"]) == {"fold 4", "fold 5"}
 
 
-@pytest.mark.parametrize("frequency_position, pooling", [(False, "mean+max"), (True, "mean+max"),
-                                                         (False, "mean+attention")])
-def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50, frequency_position, pooling):
-    run = untrained_run(tmp_path / "melcnn-book-seed0", frequency_position, pooling)
+@pytest.mark.parametrize("frequency_position, pooling, residual", [
+    (False, "mean+max", False), (True, "mean+max", False), (False, "mean+attention", False), (False, "mean+max", True)])
+def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50, frequency_position, pooling,
+                                                                 residual):
+    run = untrained_run(tmp_path / "melcnn-book-seed0", frequency_position, pooling, residual)
     flags = ["--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1", "--int8"]
     assert to_onnx.main([str(run), *flags]) == 0
     report = json.loads((run / "model.report.json").read_text())

@@ -275,6 +275,28 @@ class Mixup:
         return f"Mixup(alpha={self.alpha})"
 
 
+class TimeCutMix:
+    """CutMix along time (Yun et al. 2019; SpecMix, Kim et al. 2021, cuts bands of time and frequency): each image's
+    frames from a random start, a share ~ U(0, 1) of them, are replaced by the same frames of a shuffled partner's
+    image, and the label is each image's share of the frames. Unlike mixup, which averages two dB images into
+    a spectrum no two sounds heard together make, every frame stays one real sound's: a sound cut off and
+    another following it, as the listener's windows cut sounds. Called like :class:`Mixup`.
+    """
+
+    def __call__(self, x: torch.Tensor):
+        n, frames = x.shape[0], x.shape[-1]
+        length = (torch.rand(n) * frames).round().long()
+        start = (torch.rand(n) * (frames - length + 1)).floor().long()
+        index = torch.arange(frames)
+        pasted = ((index >= start[:, None]) & (index < (start + length)[:, None])).to(x.device)
+        partner = torch.randperm(n).to(x.device)
+        mixed = torch.where(pasted[:, None, None, :], x[partner], x)
+        return mixed, partner, 1 - length.to(x.device, x.dtype) / frames
+
+    def __repr__(self) -> str:
+        return "TimeCutMix()"
+
+
 class FreqMixStyle:
     """Freq-MixStyle (Kim et al. 2022; the CP-JKU DCASE systems): with probability ``p`` per batch, each image's
     per-band statistics over time are swapped for a mixture of its own and a random partner's, at a ratio drawn
@@ -312,6 +334,8 @@ def build_mix(config, sample_rate: int | None = None, frontend=None):
         return BetweenClass(sample_rate) if frontend is None else BetweenClassMel(frontend)
     if config.mix == "mixup":
         return Mixup(config.mixup_alpha)
+    if config.mix == "time-cutmix":
+        return TimeCutMix()
     return None
 
 

@@ -15,7 +15,8 @@ from train.engine import PRECISIONS
 
 MIX_HELP = {"between-class": "sounds added at a perceived ratio ~ U(0, 1), as waveforms or as mel power, "
                              "Tokozume et al. 2018",
-            "mixup": "Zhang et al. 2018", "none": "no mixing"}
+            "mixup": "Zhang et al. 2018", "time-cutmix": "a partner's frames replace a random span of each image, "
+                                                          "CutMix along time", "none": "no mixing"}
 
 
 @dataclass(frozen=True)

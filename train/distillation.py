@@ -63,7 +63,7 @@ def load_teacher(run_dirs, build: Callable[[dict], nn.Module], input_spec: dict,
 
 @torch.no_grad()
 def clip_targets(teacher: nn.Module, clips, weight: float, temperature: float = 1.0,
-                 batch_size: int = 64) -> np.ndarray:
+                 batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
     """(N, classes) training targets: (1 - ``weight``) * the one-hot labels + ``weight`` * the teacher's
     probabilities of each whole clip of ``clips`` (a dataset of (image, class index), e.g. the training clips'
     LogMelImages without augmentation), softened by ``temperature`` (several teachers: their softened
@@ -71,13 +71,14 @@ def clip_targets(teacher: nn.Module, clips, weight: float, temperature: float = 
 
     Computed once, so a teacher of any size costs a forward pass per clip, not one per training step
     (EfficientAT stores its teachers' predictions the same way); the student's crops, recording conditions
-    and mixing then work on the clip while its target stays the teacher's view of the whole clean clip.
+    and mixing then work on the clip while its target stays the teacher's view of the whole clean clip. The
+    teacher runs on ``device`` (the student's), and is left there.
     """
     if not 0.0 <= weight <= 1.0 or temperature <= 0:
         raise ValueError(f"weight must be in [0, 1] and temperature > 0, not {weight!r} and {temperature!r}")
-    teachers = teacher if isinstance(teacher, AveragedModels) else AveragedModels([teacher])
+    teachers = (teacher if isinstance(teacher, AveragedModels) else AveragedModels([teacher])).to(device)
     taught, labels = [], []
     for x, y in torch.utils.data.DataLoader(clips, batch_size=batch_size):
-        taught.append(teachers.probabilities(x, temperature))
+        taught.append(teachers.probabilities(x.to(device), temperature).cpu())
         labels.append(F.one_hot(y, taught[-1].shape[1]).float())
     return ((1 - weight) * torch.cat(labels) + weight * torch.cat(taught)).numpy()

@@ -30,7 +30,7 @@ from train.data.cache import load_log_mels
 from train.data.esc50 import class_names
 from train.datasets import LogMelImages
 from train.distillation import clip_targets, load_teacher
-from train.engine import seed_everything
+from train.engine import resolve_device, seed_everything
 from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
 from train.augment import SNR_DB, FreqMixStyle, MelSpeedChange, RecordingConditions, TimeShift, build_mix
@@ -88,7 +88,7 @@ WIDTHS, DROPOUT, POOLING = (24, 48, 96, 192), 0.3, "mean+max"
 class MelCNNConfig(TrainingConfig):
     """The MelCNN recipe; its defaults are the settings of the run behind the README's numbers."""
 
-    MIXES: ClassVar[tuple] = ("mixup", "between-class", "none")
+    MIXES: ClassVar[tuple] = ("mixup", "between-class", "time-cutmix", "none")
     TEACHER_VIEWS: ClassVar[tuple] = ("crop", "clip")
 
     sample_rate: int = SAMPLE_RATES[0]  # of the front end (melcnn_frontend)
@@ -102,6 +102,7 @@ class MelCNNConfig(TrainingConfig):
     widths: tuple = WIDTHS
     dropout: float = DROPOUT
     pooling: str = POOLING
+    residual: bool = False  # a shortcut around each stage's two convolutions (MelCNN)
     frequency_position: bool = False  # a channel telling the network which band it looks at (MelCNN)
     freq_mixstyle: float = 0.0  # probability per batch of Freq-MixStyle (train.augment.FreqMixStyle); 0 = off
     speed: float = 1.0  # training clips played at a speed in [1 / speed, speed]; 1 = off
@@ -170,6 +171,22 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
             nn.ReLU(inplace=True)]
 
 
+class ResidualPair(nn.Module):
+    """Two 3x3 convolutions with a shortcut around them (He et al. 2016's basic block; PANNs' ResNet38): the
+    shortcut is a 1x1 convolution where the width changes."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn_relu(in_channels, out_channels),
+                                  nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(out_channels))
+        self.shortcut = nn.Identity() if in_channels == out_channels else nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
 class MelCNN(nn.Module):
     """VGG-style CNN on (batch, channels, n_mels, frames) log-mel images -> (batch, n_classes) logits; the recipe's
     two channels are the dB and the PCEN image (melcnn_frontend).
@@ -186,11 +203,13 @@ class MelCNN(nn.Module):
     Convolutions do not know which band they look at (only the zero padding at the edges tells them);
     ``frequency_position`` adds a channel that holds each band's place from -1 (lowest) to 1 (highest), as
     frequency-aware CNNs do (Koutini et al. 2019), so that the same shape can mean different sounds low and high.
-    It stayed within the recipe's seeds on fold 4, so it is off by default (docs/experiments.md).
+    It stayed within the recipe's seeds on fold 4, so it is off by default (docs/experiments.md). ``residual`` adds
+    a shortcut around each stage's two convolutions (ResidualPair).
     """
 
     def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = DROPOUT,
-                 pooling: str = POOLING, in_channels: int = FRONTEND.channels, frequency_position: bool = False):
+                 pooling: str = POOLING, in_channels: int = FRONTEND.channels, frequency_position: bool = False,
+                 residual: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
@@ -199,7 +218,10 @@ class MelCNN(nn.Module):
         self.frequency_position = frequency_position
         layers, channels = [], in_channels + int(frequency_position)
         for width in widths:
-            layers += _conv_bn_relu(channels, width) + _conv_bn_relu(width, width) + [nn.AvgPool2d(2)]
+            if residual:
+                layers += [ResidualPair(channels, width), nn.AvgPool2d(2)]
+            else:
+                layers += _conv_bn_relu(channels, width) + _conv_bn_relu(width, width) + [nn.AvgPool2d(2)]
             channels = width
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
@@ -305,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="channels of each stage")
     group.add_argument("--dropout", type=float, default=d.dropout)
     group.add_argument("--pooling", choices=POOLINGS, default=d.pooling)
+    group.add_argument("--residual", action=argparse.BooleanOptionalAction, default=d.residual,
+                       help="a shortcut around each stage's two convolutions (a ResNet's basic block)")
     group.add_argument("--frequency-position", action=argparse.BooleanOptionalAction, default=d.frequency_position,
                        help="give the network a channel holding each mel band's place (a frequency-aware CNN)")
     group.add_argument("--freq-mixstyle", type=float, default=d.freq_mixstyle, metavar="P",
@@ -383,7 +407,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     restyle = FreqMixStyle(config.freq_mixstyle) if config.freq_mixstyle else None
     model_kwargs = {"n_classes": len(class_names(clips)), "widths": list(config.widths), "dropout": config.dropout,
                     "pooling": config.pooling, "in_channels": frontend.channels,
-                    "frequency_position": config.frequency_position}
+                    "frequency_position": config.frequency_position, "residual": config.residual}
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
@@ -393,7 +417,8 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     train_targets = None
     if teacher is not None and config.teacher_views == "clip":
         started = time.perf_counter()
-        train_targets = clip_targets(teacher, images(train_rows), config.teacher_weight, config.teacher_temperature)
+        train_targets = clip_targets(teacher, images(train_rows), config.teacher_weight, config.teacher_temperature,
+                                     device=resolve_device(config.device))
         print(f"the teacher's probabilities of {len(train_rows)} training clips in "
               f"{time.perf_counter() - started:.0f} s")
         teacher = None  # the targets hold what it taught
