@@ -16,8 +16,8 @@ from train import crop_averaging, weight_average
 from train.augment import (BetweenClassMel, FreqMixStyle, MelSpeedChange, RecordingConditions, TimeCutMix, TimeShift,
                            build_mix)
 from train.crop_averaging import crop_average
-from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, ResidualPair, build_augment,
-                          build_parser, melcnn_frontend, widths_arg)
+from train.melcnn import (FRONTEND, WIDTHS, MelCNN, MelCNNConfig, RandomTimeCrop, ResidualPair, SubSpectralNorm,
+                          build_augment, build_parser, melcnn_frontend, widths_arg)
 from train.models import build_model
 from train.specaugment import FrequencyMask, TimeMask
 
@@ -98,7 +98,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # settings added after that run, at the values that do what it did
     added_since = {"frequency_position": False, "consistency": 0.0, "freq_mixstyle": 0.0, "teacher_views": "crop",
-                   "teacher_temperature": 1.0, "residual": False}
+                   "teacher_temperature": 1.0, "residual": False, "sub_bands": 1}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -166,6 +166,27 @@ def test_residual_stages_add_a_shortcut_around_their_two_convolutions():
     plain = MelCNN(n_classes=3, widths=(4, 4, 8))
     assert not any(isinstance(m, ResidualPair) for m in plain.features)
     assert configure(["--residual"]).residual and not configure([]).residual
+
+
+def test_sub_spectral_norm_normalises_each_group_of_bins_on_its_own():
+    """In training mode each (channel, group of bins) comes out with zero mean and unit spread over the batch, although
+    the groups went in at very different scales; BatchNorm over all bins leaves the low groups small."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 16, 10) * torch.logspace(0, 3, 16).view(1, 1, 16, 1) + 5
+    out = SubSpectralNorm(3, 4).train()(x)
+    groups = out.reshape(8, 3, 4, 4, 10).transpose(1, 2).reshape(8, 4, 3, -1)  # (batch, group, channel, values)
+    assert torch.allclose(groups.mean(dim=(0, 3)), torch.zeros(4, 3), atol=1e-5)
+    assert torch.allclose(groups.var(dim=(0, 3), unbiased=False), torch.ones(4, 3), atol=1e-3)
+    plain = torch.nn.BatchNorm2d(3).train()(x)
+    assert plain[:, :, :4].std() < 0.1 < out[:, :, :4].std()
+    model = MelCNN(n_classes=3, widths=(4, 8), sub_bands=4)
+    assert sum(isinstance(m, SubSpectralNorm) for m in model.features) == 4
+    assert model(torch.randn(2, FRONTEND.channels, 64, 37)).shape == (2, 3)
+    assert configure(["--sub-bands", "4"]).sub_bands == 4 and configure([]).sub_bands == 1
+    for flags in (["--sub-bands", "0"], ["--sub-bands", "3"], ["--sub-bands", "16"],
+                  ["--sub-bands", "2", "--residual"]):
+        with pytest.raises(ValueError, match="--sub-bands"):
+            configure(flags)
 
 
 @pytest.mark.parametrize("kwargs", [{"pooling": "median"}, {"widths": ()}, {"widths": (8, 0)}])
@@ -446,11 +467,12 @@ def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(
 
 
 def untrained_run(run: Path, frequency_position: bool = False, pooling: str = "mean+max",
-                  residual: bool = False) -> Path:
+                  residual: bool = False, sub_bands: int = 1) -> Path:
     """A MelCNN run folder as the engine writes it (best.pt, metrics.json), with untrained weights."""
     torch.manual_seed(0)
     kwargs = {"n_classes": len(CLASSES), "widths": [4, 8], "dropout": 0.3, "pooling": pooling,
-              "in_channels": FRONTEND.channels, "frequency_position": frequency_position, "residual": residual}
+              "in_channels": FRONTEND.channels, "frequency_position": frequency_position, "residual": residual,
+              "sub_bands": sub_bands}
     run.mkdir()
     spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
             "frontend": FRONTEND.to_json()}
@@ -511,11 +533,12 @@ def test_weight_average_scores_the_raw_and_the_averaged_final_weights_of_each_ru
     assert set(result["mean_accuracy"]) == {"fold 4", "fold 5"}
 
 
-@pytest.mark.parametrize("frequency_position, pooling, residual", [
-    (False, "mean+max", False), (True, "mean+max", False), (False, "mean+attention", False), (False, "mean+max", True)])
+@pytest.mark.parametrize("frequency_position, pooling, residual, sub_bands", [
+    (False, "mean+max", False, 1), (True, "mean+max", False, 1), (False, "mean+attention", False, 1),
+    (False, "mean+max", True, 1), (False, "mean+max", False, 4)])
 def test_export_has_parity_and_the_edge_builds_its_64_band_image(tmp_path, fake_esc50, frequency_position, pooling,
-                                                                 residual):
-    run = untrained_run(tmp_path / "melcnn-book-seed0", frequency_position, pooling, residual)
+                                                                 residual, sub_bands):
+    run = untrained_run(tmp_path / "melcnn-book-seed0", frequency_position, pooling, residual, sub_bands)
     flags = ["--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1", "--int8"]
     assert to_onnx.main([str(run), *flags]) == 0
     report = json.loads((run / "model.report.json").read_text())

@@ -103,6 +103,7 @@ class MelCNNConfig(TrainingConfig):
     dropout: float = DROPOUT
     pooling: str = POOLING
     residual: bool = False  # a shortcut around each stage's two convolutions (MelCNN)
+    sub_bands: int = 1  # frequency groups each BatchNorm normalises on its own (MelCNN's SubSpectralNorm); 1 = off
     frequency_position: bool = False  # a channel telling the network which band it looks at (MelCNN)
     freq_mixstyle: float = 0.0  # probability per batch of Freq-MixStyle (train.augment.FreqMixStyle); 0 = off
     speed: float = 1.0  # training clips played at a speed in [1 / speed, speed]; 1 = off
@@ -130,6 +131,10 @@ class MelCNNConfig(TrainingConfig):
         super().__post_init__()
         melcnn_frontend(self.sample_rate, self.mel_bands, self.compression)  # refuses what it has no front end for
         check_range("--speed", self.speed, 1)
+        smallest_bins = self.mel_bands / 2 ** (len(self.widths) - 1)  # of the last stage's convolutions
+        if self.sub_bands < 1 or (self.sub_bands > 1 and self.residual) or smallest_bins % self.sub_bands:
+            raise ValueError(f"--sub-bands must be >= 1, divide every stage's frequency bins (the last stage has "
+                             f"{smallest_bins:g}) and be 1 with --residual, not {self.sub_bands}")
         check_range("--freq-mixstyle", self.freq_mixstyle, 0, 1)
         check_range("--crop-seconds", self.crop_seconds, 0)
         check_range("--specaugment-p", self.specaugment_p, 0, 1)
@@ -166,8 +171,30 @@ class MelCNNConfig(TrainingConfig):
                              "mixes one view, not the recorded and the clean one alike")
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
-    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+class SubSpectralNorm(nn.Module):
+    """BatchNorm with statistics and scale of their own for each of ``sub_bands`` equal groups of frequency bins
+    (Chang et al. 2021; BC-ResNet): a low band's activations then need not share the mean and spread of a high
+    band's, which a convolution that cannot tell the bands apart would otherwise have to live with."""
+
+    def __init__(self, channels: int, sub_bands: int):
+        super().__init__()
+        self.sub_bands = sub_bands
+        self.norm = nn.BatchNorm2d(channels * sub_bands)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, bins, frames = x.shape
+        if bins % self.sub_bands:
+            raise ValueError(f"{bins} frequency bins do not split into {self.sub_bands} equal sub-bands")
+        grouped = x.reshape(batch, channels * self.sub_bands, bins // self.sub_bands, frames)
+        return self.norm(grouped).reshape(batch, channels, bins, frames)
+
+
+def _norm(channels: int, sub_bands: int = 1) -> nn.Module:
+    return nn.BatchNorm2d(channels) if sub_bands == 1 else SubSpectralNorm(channels, sub_bands)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, sub_bands: int = 1) -> list:
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), _norm(out_channels, sub_bands),
             nn.ReLU(inplace=True)]
 
 
@@ -204,24 +231,28 @@ class MelCNN(nn.Module):
     ``frequency_position`` adds a channel that holds each band's place from -1 (lowest) to 1 (highest), as
     frequency-aware CNNs do (Koutini et al. 2019), so that the same shape can mean different sounds low and high.
     It stayed within the recipe's seeds on fold 4, so it is off by default (docs/experiments.md). ``residual`` adds
-    a shortcut around each stage's two convolutions (ResidualPair).
+    a shortcut around each stage's two convolutions (ResidualPair); ``sub_bands`` > 1 normalises each of that many
+    groups of bins on its own (SubSpectralNorm), another way to let the network treat bands differently.
     """
 
     def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = DROPOUT,
                  pooling: str = POOLING, in_channels: int = FRONTEND.channels, frequency_position: bool = False,
-                 residual: bool = False):
+                 residual: bool = False, sub_bands: int = 1):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         if not widths or any(int(w) < 1 for w in widths):
             raise ValueError(f"widths must be positive channel counts, not {widths!r}")
+        if sub_bands < 1 or (sub_bands > 1 and residual):
+            raise ValueError(f"sub_bands must be >= 1, and 1 with residual stages, not {sub_bands}")
         self.frequency_position = frequency_position
         layers, channels = [], in_channels + int(frequency_position)
         for width in widths:
             if residual:
                 layers += [ResidualPair(channels, width), nn.AvgPool2d(2)]
             else:
-                layers += _conv_bn_relu(channels, width) + _conv_bn_relu(width, width) + [nn.AvgPool2d(2)]
+                layers += (_conv_bn_relu(channels, width, sub_bands) + _conv_bn_relu(width, width, sub_bands)
+                           + [nn.AvgPool2d(2)])
             channels = width
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
@@ -329,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--pooling", choices=POOLINGS, default=d.pooling)
     group.add_argument("--residual", action=argparse.BooleanOptionalAction, default=d.residual,
                        help="a shortcut around each stage's two convolutions (a ResNet's basic block)")
+    group.add_argument("--sub-bands", type=int, default=d.sub_bands, metavar="S",
+                       help="normalise each of S equal groups of frequency bins with statistics of their own "
+                            "(sub-spectral normalisation; 1 = BatchNorm); the bins of every stage must divide by S")
     group.add_argument("--frequency-position", action=argparse.BooleanOptionalAction, default=d.frequency_position,
                        help="give the network a channel holding each mel band's place (a frequency-aware CNN)")
     group.add_argument("--freq-mixstyle", type=float, default=d.freq_mixstyle, metavar="P",
@@ -407,7 +441,8 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     restyle = FreqMixStyle(config.freq_mixstyle) if config.freq_mixstyle else None
     model_kwargs = {"n_classes": len(class_names(clips)), "widths": list(config.widths), "dropout": config.dropout,
                     "pooling": config.pooling, "in_channels": frontend.channels,
-                    "frequency_position": config.frequency_position, "residual": config.residual}
+                    "frequency_position": config.frequency_position, "residual": config.residual,
+                    "sub_bands": config.sub_bands}
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
