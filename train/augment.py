@@ -280,7 +280,8 @@ class TimeCutMix:
     frames from a random start, a share ~ U(0, 1) of them, are replaced by the same frames of a shuffled partner's
     image, and the label is each image's share of the frames. Unlike mixup, which averages two dB images into
     a spectrum no two sounds heard together make, every frame stays one real sound's: a sound cut off and
-    another following it, as the listener's windows cut sounds. Called like :class:`Mixup`.
+    another following it, as the listener's windows cut sounds. A point under mixup on fold 4 for MelCNN
+    (docs/experiments.md). Called like :class:`Mixup`.
     """
 
     def __call__(self, x: torch.Tensor):
@@ -409,7 +410,8 @@ class RecordingConditions:
     """
 
     def __init__(self, frontend, p: float = 1 / 3, snr_db: tuple = SNR_DB, rt60_s: tuple = (0.2, 1.2),
-                 drr_db: tuple = (-3.0, 12.0), highpass_hz: tuple = (50.0, 500.0), lowpass_hz: tuple = (2500.0, 10000.0),
+                 drr_db: tuple = (-3.0, 12.0), highpass_hz: tuple = (50.0, 500.0),
+                 lowpass_hz: tuple = (2500.0, 10000.0),
                  tilt_db_per_octave: float = 2.0, backgrounds=None, babble=None, rooms=None, noises=None):
         if not 0 <= p <= 1:
             raise ValueError(f"p must be a probability, not {p}")

@@ -174,7 +174,8 @@ class MelCNNConfig(TrainingConfig):
 class SubSpectralNorm(nn.Module):
     """BatchNorm with statistics and scale of their own for each of ``sub_bands`` equal groups of frequency bins
     (Chang et al. 2021; BC-ResNet): a low band's activations then need not share the mean and spread of a high
-    band's, which a convolution that cannot tell the bands apart would otherwise have to live with."""
+    band's, which a convolution that cannot tell the bands apart would otherwise have to live with. It also takes
+    away the level of one band against another, and it cost the recipe 2.4 points on fold 4 (docs/experiments.md)."""
 
     def __init__(self, channels: int, sub_bands: int):
         super().__init__()
@@ -231,8 +232,8 @@ class MelCNN(nn.Module):
     ``frequency_position`` adds a channel that holds each band's place from -1 (lowest) to 1 (highest), as
     frequency-aware CNNs do (Koutini et al. 2019), so that the same shape can mean different sounds low and high.
     It stayed within the recipe's seeds on fold 4, so it is off by default (docs/experiments.md). ``residual`` adds
-    a shortcut around each stage's two convolutions (ResidualPair); ``sub_bands`` > 1 normalises each of that many
-    groups of bins on its own (SubSpectralNorm), another way to let the network treat bands differently.
+    a shortcut around each stage's two convolutions (ResidualPair: level with the recipe on fold 4); ``sub_bands``
+    > 1 normalises each of that many groups of bins on its own (SubSpectralNorm: 2.4 points under it).
     """
 
     def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = DROPOUT,
