@@ -187,6 +187,8 @@ def test_sub_spectral_norm_normalises_each_group_of_bins_on_its_own():
                   ["--sub-bands", "2", "--residual"]):
         with pytest.raises(ValueError, match="--sub-bands"):
             configure(flags)
+    with pytest.raises(ValueError, match="--widths: 8 stages"):  # too many stages is the widths', not sub-bands'
+        configure(["--widths", "4,4,4,4,4,4,4,4"])
 
 
 @pytest.mark.parametrize("kwargs", [{"pooling": "median"}, {"widths": ()}, {"widths": (8, 0)}])

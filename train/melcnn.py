@@ -132,6 +132,8 @@ class MelCNNConfig(TrainingConfig):
         melcnn_frontend(self.sample_rate, self.mel_bands, self.compression)  # refuses what it has no front end for
         check_range("--speed", self.speed, 1)
         smallest_bins = self.mel_bands / 2 ** (len(self.widths) - 1)  # of the last stage's convolutions
+        if smallest_bins < 1:
+            raise ValueError(f"--widths: {len(self.widths)} stages halve {self.mel_bands} mel bands to less than a bin")
         if self.sub_bands < 1 or (self.sub_bands > 1 and self.residual) or smallest_bins % self.sub_bands:
             raise ValueError(f"--sub-bands must be >= 1, divide every stage's frequency bins (the last stage has "
                              f"{smallest_bins:g}) and be 1 with --residual, not {self.sub_bands}")
