@@ -1,6 +1,10 @@
 """Run bookkeeping (train/runs.py, train/config.py): plans, summaries, and the typed configuration's flags."""
 import argparse
+import dataclasses
 import json
+import runpy
+import sys
+import types
 
 import pytest
 
@@ -63,3 +67,16 @@ def test_the_flags_take_their_defaults_from_the_configuration():
     assert (config.epochs, config.mix, config.ema, config.run_seeds) == (7, "mixup", 0.5, (0, 2))
     with pytest.raises(argparse.ArgumentTypeError):
         seeds_arg("0,x")
+
+
+@pytest.mark.parametrize("module", ["train.audionet", "train.melcnn"])
+def test_a_recipe_builds_its_configuration_when_run_under_another_main(module, monkeypatch):
+    """``python -m cProfile -m train.melcnn`` runs the recipe's code under a name whose module in sys.modules is
+    cProfile's: its class constants (the --mix choices) must not turn into dataclass fields, which the command
+    line has no flags for."""
+    monkeypatch.setitem(sys.modules, "profiler_main", types.ModuleType("profiler_main"))
+    recipe = runpy.run_module(module, run_name="profiler_main")
+    config_class = next(v for k, v in recipe.items() if k.endswith("Config") and k != "TrainingConfig")
+    assert "MIXES" not in {field.name for field in dataclasses.fields(config_class)}
+    config = config_class.from_args(recipe["build_parser"]().parse_args(["--seeds", "1"]))
+    assert config.run_seeds == (1,) and config.mix in config_class.MIXES

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
@@ -31,7 +30,9 @@ DEPTH, INPUT_RATE, POOLING = 11, 16000, "mean+max"
 class AudioNetConfig(TrainingConfig):
     """The AudioNet recipe; its defaults are the settings of the runs behind the README's numbers."""
 
-    MIXES: ClassVar[tuple] = ("between-class", "mixup", "none")
+    # Unannotated class constants: never dataclass fields, also when the module runs under another
+    # __main__ (python -m cProfile -m ...), where a string ClassVar annotation cannot be resolved.
+    MIXES = ("between-class", "mixup", "none")
 
     epochs: int = 250
     lr: float = 3e-3
@@ -141,13 +142,16 @@ def sample_rate_arg(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.audionet",
-        description="Train AudioNet (raw waveforms, 16 kHz by default) on ESC-50. The defaults reproduce the README numbers.")
+        description="Train AudioNet (raw waveforms, 16 kHz by default) on ESC-50. "
+                    "The defaults reproduce the README numbers.")
     d = AudioNetConfig()
     add_common_args(parser, d)
     parser.add_argument("--depth", type=int, choices=sorted(VARIANTS), default=d.depth,
-                        help="5 = M5, the book's network; 11 (default: faster here and more accurate) or 18 = M11/M18 of Dai et al.")
+                        help="5 = M5, the book's network; 11 (default: faster here and more accurate) "
+                             "or 18 = M11/M18 of Dai et al.")
     parser.add_argument("--sample-rate", type=sample_rate_arg, default=d.sample_rate, metavar="HZ",
-                        help="input sample rate, a multiple of 8000 (the first layer scales with it; default %(default)s)")
+                        help="input sample rate, a multiple of 8000 (the first layer scales with it; "
+                             "default %(default)s)")
     parser.add_argument("--pooling", choices=POOLINGS, default=d.pooling,
                         help="how the last feature map is summarised over time: mean = the paper's global "
                              "average pooling (default %(default)s)")

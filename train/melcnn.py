@@ -16,7 +16,6 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -88,8 +87,10 @@ WIDTHS, DROPOUT, POOLING = (24, 48, 96, 192), 0.3, "mean+max"
 class MelCNNConfig(TrainingConfig):
     """The MelCNN recipe; its defaults are the settings of the run behind the README's numbers."""
 
-    MIXES: ClassVar[tuple] = ("mixup", "between-class", "time-cutmix", "none")
-    TEACHER_VIEWS: ClassVar[tuple] = ("crop", "clip")
+    # Unannotated class constants: never dataclass fields, also when the module runs under another
+    # __main__ (python -m cProfile -m ...), where a string ClassVar annotation cannot be resolved.
+    MIXES = ("mixup", "between-class", "time-cutmix", "none")
+    TEACHER_VIEWS = ("crop", "clip")
 
     sample_rate: int = SAMPLE_RATES[0]  # of the front end (melcnn_frontend)
     mel_bands: int = MEL_BANDS[0]
