@@ -70,6 +70,8 @@ def test_the_flags_take_their_defaults_from_the_configuration():
 
 
 @pytest.mark.parametrize("module", ["train.audionet", "train.melcnn"])
+# runpy warns that the module was imported before (by other tests): running it again is the point
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
 def test_a_recipe_builds_its_configuration_when_run_under_another_main(module, monkeypatch):
     """``python -m cProfile -m train.melcnn`` runs the recipe's code under a name whose module in sys.modules is
     cProfile's: its class constants (the --mix choices) must not turn into dataclass fields, which the command
