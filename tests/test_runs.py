@@ -69,16 +69,17 @@ def test_the_flags_take_their_defaults_from_the_configuration():
         seeds_arg("0,x")
 
 
-@pytest.mark.parametrize("module", ["train.audionet", "train.melcnn"])
+@pytest.mark.parametrize("module, config_name", [("train.audionet", "AudioNetConfig"),
+                                                 ("train.melcnn", "MelCNNConfig")])
 # runpy warns that the module was imported before (by other tests): running it again is the point
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
-def test_a_recipe_builds_its_configuration_when_run_under_another_main(module, monkeypatch):
+def test_a_recipe_builds_its_configuration_when_run_under_another_main(module, config_name, monkeypatch):
     """``python -m cProfile -m train.melcnn`` runs the recipe's code under a name whose module in sys.modules is
     cProfile's: its class constants (the --mix choices) must not turn into dataclass fields, which the command
     line has no flags for."""
     monkeypatch.setitem(sys.modules, "profiler_main", types.ModuleType("profiler_main"))
     recipe = runpy.run_module(module, run_name="profiler_main")
-    config_class = next(v for k, v in recipe.items() if k.endswith("Config") and k != "TrainingConfig")
+    config_class = recipe[config_name]
     assert "MIXES" not in {field.name for field in dataclasses.fields(config_class)}
     config = config_class.from_args(recipe["build_parser"]().parse_args(["--seeds", "1"]))
     assert config.run_seeds == (1,) and config.mix in config_class.MIXES

@@ -30,8 +30,6 @@ DEPTH, INPUT_RATE, POOLING = 11, 16000, "mean+max"
 class AudioNetConfig(TrainingConfig):
     """The AudioNet recipe; its defaults are the settings of the runs behind the README's numbers."""
 
-    # Unannotated class constants: never dataclass fields, also when the module runs under another
-    # __main__ (python -m cProfile -m ...), where a string ClassVar annotation cannot be resolved.
     MIXES = ("between-class", "mixup", "none")
 
     epochs: int = 250

@@ -9,7 +9,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from train.engine import PRECISIONS
 
@@ -24,9 +23,11 @@ class TrainingConfig:
     """What every recipe sets: the data and protocol, the optimisation, the batch mixing, and where and how
     the runs are made. A recipe subclasses it with its own fields and its own defaults."""
 
-    MIXES: ClassVar[tuple] = ("mixup", "none")  # the --mix choices of the recipe
+    # Class constants stay unannotated here and in every recipe's subclass: never dataclass fields, also when a
+    # recipe runs under another __main__ (python -m cProfile -m ...), where a string ClassVar cannot be resolved.
+    MIXES = ("mixup", "none")  # the --mix choices of the recipe
     # Settings of the machine, not of the recipe: a resumed run takes them from the new command line.
-    HOST_SETTINGS: ClassVar[tuple] = ("resume", "device", "workers", "no_progress")
+    HOST_SETTINGS = ("resume", "device", "workers", "no_progress")
 
     data: str = "data/ESC-50"
     split: str = "book"

@@ -87,8 +87,6 @@ WIDTHS, DROPOUT, POOLING = (24, 48, 96, 192), 0.3, "mean+max"
 class MelCNNConfig(TrainingConfig):
     """The MelCNN recipe; its defaults are the settings of the run behind the README's numbers."""
 
-    # Unannotated class constants: never dataclass fields, also when the module runs under another
-    # __main__ (python -m cProfile -m ...), where a string ClassVar annotation cannot be resolved.
     MIXES = ("mixup", "between-class", "time-cutmix", "none")
     TEACHER_VIEWS = ("crop", "clip")
 
