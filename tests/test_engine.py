@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from train.audionet import AudioNet
+from train.melcnn import MelCNN
 from train.models import model_from_checkpoint
 from train import engine
 from train.augment import Mixup
@@ -220,6 +221,24 @@ def test_best_pt_is_the_best_validation_epoch_and_the_test_fold_is_read_only_at_
     assert trainer.evaluate(trainer.valid_set, model=model)["accuracy"] == max(valid)
     metrics = trainer.finish()
     assert test_set.reads == len(test_set) and metrics["best_epoch"] == best_epoch
+
+
+def test_image_models_train_in_channels_last_memory_and_their_checkpoints_load_as_usual(tmp_path):
+    """2-D convolutions train faster channels-last (oneDNN, tensor cores); the saved weights must not care."""
+    torch.manual_seed(0)
+    kwargs = {"n_classes": 4, "widths": (4, 8), "in_channels": 2}  # one channel would be both layouts at once
+    images = TensorDataset(torch.randn(16, 2, 16, 24), torch.arange(16) % 4)
+    info = checkpoint_info("melcnn", kwargs, list("abcd"), {"kind": "toy images"})
+    trainer = Trainer(MelCNN(**kwargs), tmp_path, train_set=images, valid_set=images, test_set=images,
+                      checkpoint_info=info, metadata={"model": "melcnn", "split": "toy", "seed": 0},
+                      device="cpu", batch_size=8, progress=False)
+    convs = [m.weight for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    history = trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 3e-3}], epochs=2)
+    model = model_from_checkpoint(torch.load(tmp_path / "best.pt", weights_only=False))
+    assert next(model.parameters()).is_contiguous()  # a fresh model, as export builds it
+    assert trainer.evaluate(images, model=model)["accuracy"] == max(row["valid_accuracy"] for row in history)
+    assert all(w.is_contiguous() for w in make_trainer(tmp_path / "wave").model.parameters())  # 1-D: as it was
 
 
 def test_suggest_lr_picks_the_steepest_descent():

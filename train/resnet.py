@@ -219,7 +219,7 @@ def train_run(config: ResNetConfig, planned, log_mels, clips, frontend: FrontEnd
                   "command": command_line("train.resnet"), "weights": config.weights,
                   "specaugment": config.specaugment, "mix": repr(mix), "head_only": config.head_only},
         device=config.device, batch_size=config.batch_size, workers=config.workers, seed=planned.seed,
-        mix=mix, label_smoothing=config.label_smoothing, precision=config.precision, channels_last=True,
+        mix=mix, label_smoothing=config.label_smoothing, precision=config.precision,
         ema=config.ema, resume=planned.resume,
         progress=False if config.no_progress else None)
     fit = dict(optimizer=config.optimizer, weight_decay=config.weight_decay, schedule=config.schedule)
