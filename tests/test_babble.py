@@ -68,17 +68,17 @@ def test_babble_is_one_more_recording_condition():
 
 
 @pytest.mark.slow
-def test_a_melcnn_run_trains_with_rooms_babble_and_noise(fake_esc50, tmp_path):
+def test_a_melcnn_run_trains_with_rooms_babble_noise_and_devices(fake_esc50, tmp_path):
     """The waveform-made conditions through `python -m train.melcnn`, as their flags set them up."""
     from train.melcnn import main
 
     runs = tmp_path / "runs"
     argv = ["--data", str(fake_esc50), "--out", str(runs), "--device", "cpu", "--no-progress", "--epochs", "1",
             "--batch-size", "4", "--widths", "4", "--conditions", "1", "--room-copies", "1", "--room-bank", "2",
-            "--babble", "2", "--noise-clips", "2"]
+            "--babble", "2", "--noise-clips", "2", "--device-copies", "1"]
     assert main(argv) == 0
     (run,) = runs.iterdir()
     config = json.loads((run / "config.json").read_text())
     assert config["babble"] == 2 and config["room_copies"] == 1 and config["room_bank"] == 2
-    assert config["noise_clips"] == 2
+    assert config["noise_clips"] == 2 and config["device_copies"] == 1
     assert 0.0 <= json.loads((run / "metrics.json").read_text())["test_accuracy"] <= 1.0

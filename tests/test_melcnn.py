@@ -252,6 +252,8 @@ def test_augmentation_is_speed_shift_crop_then_the_books_masks_and_each_can_be_s
         configure(["--room-copies", "-1"])
     with pytest.raises(ValueError, match="--room-copies .* needs --conditions > 0"):
         configure(["--room-copies", "4", "--conditions", "0"])
+    with pytest.raises(ValueError, match="--device-copies .* needs --conditions > 0"):
+        configure(["--device-copies", "2", "--conditions", "0"])
     with pytest.raises(ValueError, match="--babble must be >= 0, not -2"):
         configure(["--babble", "-2"])
     with pytest.raises(ValueError, match="--babble .* needs --conditions > 0"):

@@ -395,9 +395,10 @@ class RecordingConditions:
     """How a device might have recorded the clip, simulated on its log-mel (dB relative to the clip's maximum,
     as train.data.cache stores it): another sound in the background (one of ``backgrounds``, when given), speech
     babble in the background (one of ``babble``, from train.babble, when given), room reverberation (with
-    ``rooms``, one of the clip's copies heard in image-source rooms, from train.rooms), background noise (with
-    ``noises``, one of those heard through the front end, from train.noises), and a microphone's band and colour,
-    each with probability ``p``. Returns the dB log-mel of the result, relative
+    ``rooms``, one of the clip's copies heard in image-source rooms, from train.rooms), a device's clipping or codec
+    (with ``devices``, one of the clip's copies from train.devices, for clips not heard in a room), background noise
+    (with ``noises``, one of those heard through the front end, from train.noises), and a microphone's band and
+    colour, each with probability ``p``. Returns the dB log-mel of the result, relative
     to its own maximum again.
 
     It works on mel power, not waveforms, so it reuses the feature cache and costs about a millisecond per
@@ -412,7 +413,8 @@ class RecordingConditions:
     def __init__(self, frontend, p: float = 1 / 3, snr_db: tuple = SNR_DB, rt60_s: tuple = (0.2, 1.2),
                  drr_db: tuple = (-3.0, 12.0), highpass_hz: tuple = (50.0, 500.0),
                  lowpass_hz: tuple = (2500.0, 10000.0),
-                 tilt_db_per_octave: float = 2.0, backgrounds=None, babble=None, rooms=None, noises=None):
+                 tilt_db_per_octave: float = 2.0, backgrounds=None, babble=None, rooms=None, noises=None,
+                 devices=None):
         if not 0 <= p <= 1:
             raise ValueError(f"p must be a probability, not {p}")
         self.p, self.snr_db, self.rt60_s, self.drr_db = p, snr_db, rt60_s, drr_db
@@ -430,14 +432,17 @@ class RecordingConditions:
             if bank is not None and np.shape(bank)[1:2] != (f.n_mels,):
                 raise ValueError(f"{name} must be (clips, {f.n_mels}, frames) log-mels, not {np.shape(bank)}")
         self.backgrounds, self.babble, self.noises = backgrounds, babble, noises
-        if rooms is not None and np.shape(rooms)[2:3] != (f.n_mels,):
-            raise ValueError(f"rooms must be (clips, copies, {f.n_mels}, frames) log-mels, not {np.shape(rooms)}")
-        self.rooms = rooms
+        for name, copies in (("rooms", rooms), ("devices", devices)):
+            if copies is not None and np.shape(copies)[2:3] != (f.n_mels,):
+                raise ValueError(f"{name} must be (clips, copies, {f.n_mels}, frames) log-mels, not {np.shape(copies)}")
+        self.rooms, self.devices = rooms, devices
 
     def __call__(self, log_mel_db: np.ndarray, index: int | None = None) -> np.ndarray:
-        """``index`` is the clip's row in ``rooms`` (needed only with rooms)."""
+        """``index`` is the clip's row in ``rooms`` and ``devices`` (needed only with them)."""
         if self.rooms is not None and float(torch.rand(())) < self.p:  # heard in a room, before any noise
             log_mel_db = self.rooms[index, int(torch.randint(self.rooms.shape[1], ()))]
+        elif self.devices is not None and float(torch.rand(())) < self.p:
+            log_mel_db = self.devices[index, int(torch.randint(self.devices.shape[1], ()))]
         power = db_to_power(log_mel_db)
         for bank in (self.backgrounds, self.babble):
             if bank is not None and float(torch.rand(())) < self.p:
@@ -502,4 +507,5 @@ class RecordingConditions:
         backgrounds += "" if self.babble is None else f", babble={len(self.babble)}"
         backgrounds += "" if self.noises is None else f", noises={len(self.noises)}"
         rooms = "" if self.rooms is None else f", rooms={np.shape(self.rooms)[1]} per clip"
+        rooms += "" if self.devices is None else f", devices={np.shape(self.devices)[1]} per clip"
         return f"RecordingConditions(p={self.p:.3g}, drr_db={self.drr_db}{backgrounds}{rooms})"

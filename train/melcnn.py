@@ -34,6 +34,7 @@ from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import run_recipe, run_trainer, train_single_stage
 from train.augment import SNR_DB, FreqMixStyle, MelSpeedChange, RecordingConditions, TimeShift, build_mix
 from train.babble import babble_log_mels
+from train.devices import device_log_mels
 from train.noises import noise_log_mels
 from train.rooms import reverberant_log_mels
 from train.specaugment import spec_augment
@@ -117,6 +118,7 @@ class MelCNNConfig(TrainingConfig):
     background_clips: bool = False  # other training clips as backgrounds, one more recording condition
     room_copies: int = 0  # copies of each training clip in image-source rooms (train.rooms); 0 = rooms on mel power
     room_bank: int = 48  # rooms those copies are drawn from
+    device_copies: int = 0  # copies of each training clip clipped or through a codec (train.devices); 0 = none
     babble: int = 0  # clips of synthetic speech babble (train.babble), one more recording condition; 0 = none
     noise_clips: int = 0  # clips of noise heard through the front end (train.noises); 0 = noise on mel power
     teacher: tuple = ()  # finished runs to distil from (train.engine.Trainer's teacher); () = none
@@ -148,8 +150,9 @@ class MelCNNConfig(TrainingConfig):
         check_range("--babble", self.babble, 0)
         check_range("--noise-clips", self.noise_clips, 0)
         check_range("--room-bank", self.room_bank, 1)
+        check_range("--device-copies", self.device_copies, 0)
         for flag, value in (("--room-copies", self.room_copies), ("--babble", self.babble),
-                            ("--noise-clips", self.noise_clips)):
+                            ("--noise-clips", self.noise_clips), ("--device-copies", self.device_copies)):
             if value and not self.conditions:
                 raise ValueError(f"{flag} is one of the recording conditions: it needs --conditions > 0")
         object.__setattr__(self, "teacher", tuple(self.teacher))  # argparse's nargs="+" gives a list
@@ -398,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "instead of reverberation simulated on mel power (0)")
     group.add_argument("--room-bank", type=int, default=d.room_bank, metavar="R",
                        help="the image-source rooms of --room-copies are drawn from R random rooms")
+    group.add_argument("--device-copies", type=int, default=d.device_copies, metavar="K",
+                       help="with probability P, a training clip not heard in a room is one of K copies made before "
+                            "training: clipped at full scale, through a low-bit-rate Vorbis or Opus codec, or both "
+                            "(train.devices; 0 = off)")
     group.add_argument("--babble", type=int, default=d.babble, metavar="N",
                        help=f"with probability P, one of N 5-s clips of synthetic speech babble (train.babble) in the "
                             f"background at {snr_range} SNR, label unchanged (0 = off)")
@@ -470,6 +477,13 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
                                          progress=not config.no_progress)
             print(f"{len(paths)} training clips heard in {config.room_copies} of {config.room_bank} rooms each "
                   f"in {time.perf_counter() - started:.0f} s")
+        devices = None
+        if config.device_copies:
+            paths = [clips[i].path for i in train_rows]
+            started = time.perf_counter()
+            devices = device_log_mels(paths, frontend, config.device_copies, run.seed, progress=not config.no_progress)
+            print(f"{len(paths)} training clips from {config.device_copies} devices each "
+                  f"in {time.perf_counter() - started:.0f} s")
         babble = None
         if config.babble:
             started = time.perf_counter()
@@ -478,7 +492,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
         noises = noise_log_mels(frontend, config.noise_clips, run.seed) if config.noise_clips else None
         train_set.conditions = RecordingConditions(frontend, p=config.conditions, drr_db=config.room_drr_db,
                                                    backgrounds=train_set.log_mels if config.background_clips else None,
-                                                   babble=babble, rooms=rooms, noises=noises)
+                                                   babble=babble, rooms=rooms, noises=noises, devices=devices)
     datasets = (train_set, images(rows(split.valid_folds)) if split.valid_folds else None,
                 images(rows((split.test_fold,))))
     trainer = run_trainer(config, run, model, name="melcnn", model_kwargs=model_kwargs, classes=class_names(clips),
