@@ -98,7 +98,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # settings added after that run, at the values that do what it did
     added_since = {"frequency_position": False, "consistency": 0.0, "freq_mixstyle": 0.0, "teacher_views": "crop",
-                   "teacher_temperature": 1.0, "residual": False, "sub_bands": 1}
+                   "teacher_temperature": 1.0, "residual": False, "sub_bands": 1, "device_copies": 0}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
