@@ -469,9 +469,9 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     train_set = images(train_rows, augment, clean_view=teacher is not None or config.consistency > 0,
                        row_targets=train_targets)
     if config.conditions:
+        paths = [clips[i].path for i in train_rows]  # the rows of the rooms' and devices' copies are the training set's
         rooms = None
         if config.room_copies:
-            paths = [clips[i].path for i in train_rows]  # the rooms' rows are the training set's
             started = time.perf_counter()
             rooms = reverberant_log_mels(paths, frontend, config.room_copies, run.seed, bank=config.room_bank,
                                          progress=not config.no_progress)
@@ -479,7 +479,6 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
                   f"in {time.perf_counter() - started:.0f} s")
         devices = None
         if config.device_copies:
-            paths = [clips[i].path for i in train_rows]
             started = time.perf_counter()
             devices = device_log_mels(paths, frontend, config.device_copies, run.seed, progress=not config.no_progress)
             print(f"{len(paths)} training clips from {config.device_copies} devices each "
