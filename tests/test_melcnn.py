@@ -72,6 +72,26 @@ def test_128_bands_resolve_tones_that_64_bands_put_side_by_side():
         melcnn_frontend(mel_bands=96)
 
 
+def test_half_the_hop_follows_events_too_fast_for_the_recipes_hop():
+    """--hop-length 256 keeps the window and halves the hop: a 64 x 431 image. Clicks 25 times a second show as a
+    25-Hz rhythm in its frames; the recipe's 43 frames a second cannot hold it (it aliases to 18 Hz)."""
+    fine = melcnn_frontend(hop_length=256)
+    assert fine.image_shape == (2, 64, 431) and fine.n_fft == FRONTEND.n_fft and fine.hop_length == 256
+    rate, wave = 22050, np.zeros(5 * 22050, np.float32)
+    for start in np.arange(0.5, 4.5, 0.04):
+        wave[int(start * rate):int(start * rate) + 32] = 1.0
+
+    def rhythm_hz(frontend):
+        loudness = frontend.log_mel(wave, rate).mean(axis=0)
+        steady = loudness[int(0.6 * rate / frontend.hop_length):int(4.4 * rate / frontend.hop_length)]
+        spectrum = np.abs(np.fft.rfft(steady - steady.mean()))
+        return np.fft.rfftfreq(len(steady), frontend.hop_length / rate)[spectrum.argmax()]
+
+    assert abs(rhythm_hz(fine) - 25) < 0.5 and abs(rhythm_hz(FRONTEND) - 25) > 5
+    with pytest.raises(ValueError, match="--hop-length"):
+        melcnn_frontend(hop_length=128)
+
+
 @pytest.mark.parametrize("frames", [108, 216, 301])
 def test_logits_for_crops_and_whole_windows_of_any_length(frames):
     model = MelCNN(n_classes=50).eval()
@@ -98,7 +118,8 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     host_only = ("data", "out", "no_progress", "seeds", "resume", "device", "precision", "workers", "cache_dir")
     # settings added after that run, at the values that do what it did
     added_since = {"frequency_position": False, "consistency": 0.0, "freq_mixstyle": 0.0, "teacher_views": "crop",
-                   "teacher_temperature": 1.0, "residual": False, "sub_bands": 1, "device_copies": 0}
+                   "teacher_temperature": 1.0, "residual": False, "sub_bands": 1, "device_copies": 0,
+                   "hop_length": 512}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -447,6 +468,7 @@ def test_a_residual_melcnn_run_trains_with_time_cutmix(fake_esc50, tmp_path):
 
 @pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (2, 64, 216)),
                                                  (["--mel-bands", "128", "--freq-mask", "16"], (2, 128, 216)),
+                                                 (["--hop-length", "256", "--time-mask", "48"], (2, 64, 431)),
                                                  (["--compression", "pcen"], (1, 64, 216)),
                                                  (["--compression", "db"], (1, 64, 216)),
                                                  (["--compression", "db+pcen+dereverb"], (3, 64, 216))])
@@ -460,7 +482,7 @@ def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(
     assert main(argv) == 0
     (run,) = runs.iterdir()
     config = json.loads((run / "config.json").read_text())
-    frontend = melcnn_frontend(config["sample_rate"], config["mel_bands"], config["compression"])
+    frontend = melcnn_frontend(config["sample_rate"], config["mel_bands"], config["compression"], config["hop_length"])
     assert frontend.image_shape == image_shape and frontend != FRONTEND
     assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
     classifier = Classifier(run / "model.onnx")
