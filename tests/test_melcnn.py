@@ -482,7 +482,7 @@ def test_a_run_on_another_front_end_exports_a_model_whose_edge_builds_its_image(
     assert main(argv) == 0
     (run,) = runs.iterdir()
     config = json.loads((run / "config.json").read_text())
-    frontend = melcnn_frontend(config["sample_rate"], config["mel_bands"], config["compression"], config["hop_length"])
+    frontend = MelCNNConfig.from_saved(config).frontend()
     assert frontend.image_shape == image_shape and frontend != FRONTEND
     assert to_onnx.main([str(run), "--data", str(fake_esc50), "--latency-repeats", "2", "--threads", "1"]) == 0
     classifier = Classifier(run / "model.onnx")

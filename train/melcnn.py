@@ -135,8 +135,7 @@ class MelCNNConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        # refuses what it has no front end for
-        melcnn_frontend(self.sample_rate, self.mel_bands, self.compression, self.hop_length)
+        self.frontend()  # refuses what it has no front end for
         check_range("--speed", self.speed, 1)
         smallest_bins = self.mel_bands / 2 ** (len(self.widths) - 1)  # of the last stage's convolutions
         if smallest_bins < 1:
@@ -179,6 +178,10 @@ class MelCNNConfig(TrainingConfig):
         if (self.teacher or self.consistency) and self.mix == "between-class":
             raise ValueError("--teacher and --consistency need --mix mixup or none: between-class mixing on mel power "
                              "mixes one view, not the recorded and the clean one alike")
+
+    def frontend(self) -> FrontEnd:
+        """The front end these settings train on (melcnn_frontend)."""
+        return melcnn_frontend(self.sample_rate, self.mel_bands, self.compression, self.hop_length)
 
 
 class SubSpectralNorm(nn.Module):
@@ -511,7 +514,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
 
 
 def train_all(config: MelCNNConfig, plan: list) -> list:
-    frontend = melcnn_frontend(config.sample_rate, config.mel_bands, config.compression, config.hop_length)
+    frontend = config.frontend()
     log_mels, clips = load_log_mels(config.data, frontend, config.cache_dir, progress=not config.no_progress)
     log_mels = np.ascontiguousarray(log_mels)  # 2000 x 64 x 216 floats: 110 MB, read once
     return [train_run(config, run, log_mels, clips, frontend) for run in plan]
