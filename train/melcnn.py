@@ -516,7 +516,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
 def train_all(config: MelCNNConfig, plan: list) -> list:
     frontend = config.frontend()
     log_mels, clips = load_log_mels(config.data, frontend, config.cache_dir, progress=not config.no_progress)
-    log_mels = np.ascontiguousarray(log_mels)  # 2000 x 64 x 216 floats: 110 MB, read once
+    log_mels = np.ascontiguousarray(log_mels)  # mel power, 2000 x 64 x 216 floats (110 MB; twice at hop 256), read once
     return [train_run(config, run, log_mels, clips, frontend) for run in plan]
 
 
