@@ -43,8 +43,9 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, method: str = "m
 
     ``calibration`` holds model inputs (windows, ...) from training clips; the graph is first
     optimised and shape-inferred by ``quant_pre_process`` as onnxruntime recommends. The first
-    ``fp32_convs`` convolutions (in graph order) stay in fp32: a raw-waveform network's input layer
-    is the one that quantisation hurts most.
+    ``fp32_convs`` convolutions (in graph order) stay in fp32, and so does what the graph computes before
+    the first (AudioNet's level normalisation): a raw-waveform network's input layer is the one that
+    quantisation hurts most, and an 8-bit waveform in front of it would undo the point.
     """
     settings = {"mode": "static", "format": "QDQ", "per_channel": per_channel, "weights": "int8",
                 "activations": activations, "reduce_range": reduce_range, "calibration_method": method,
@@ -54,10 +55,11 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, method: str = "m
         prepare(fp32_path, prepared)
         fp32_nodes = []
         if fp32_convs:
-            convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
+            nodes = onnx.load(str(prepared)).graph.node
+            convs = [i for i, node in enumerate(nodes) if node.op_type == "Conv"]
             if fp32_convs > len(convs):
                 raise TooManyFp32Convs(f"{fp32_path}: cannot keep {fp32_convs} convolutions in fp32, it has {len(convs)}")
-            fp32_nodes = convs[:fp32_convs]
+            fp32_nodes = [node.name for node in nodes[:convs[0]]] + [nodes[i].name for i in convs[:fp32_convs]]
         quantize_static(str(prepared), str(out_path), WindowReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=ACTIVATIONS[activations], weight_type=QuantType.QInt8,

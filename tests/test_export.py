@@ -223,7 +223,9 @@ def test_int8_can_keep_the_first_convolutions_in_fp32(audionet_export, fake_esc5
     produced_by = {output: node.op_type for node in graph.node for output in node.output}
     convs = [node for node in graph.node if node.op_type == "Conv"]
     assert [[produced_by.get(name) for name in conv.input[:2]] for conv in convs] == \
-        [[None, None]] + [["DequantizeLinear", "DequantizeLinear"]] * 3  # M5: the input layer stays fp32
+        [["Mul", None]] + [["DequantizeLinear", "DequantizeLinear"]] * 3  # M5: the input layer stays fp32,
+    first_conv = next(i for i, node in enumerate(graph.node) if node.op_type == "Conv")
+    assert "QuantizeLinear" not in {node.op_type for node in graph.node[:first_conv]}  # and so does the level step
     with pytest.raises(TooManyFp32Convs, match="cannot keep 9 convolutions in fp32, it has 4"):
         quantize_int8(run / "model.onnx", tmp_path / "too-many.onnx", windows, fp32_convs=9)
     copy = shutil.copytree(run, tmp_path / "copy")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edge.frontend import WAVEFORM_PEAK_DBFS
 from train.augment import add_augment_args, build_augment, build_mix
 from train.data.esc50 import class_names, read_clips
 from train.datasets import WaveformClips
@@ -39,6 +40,7 @@ class AudioNetConfig(TrainingConfig):
     depth: int = DEPTH
     sample_rate: int = INPUT_RATE
     pooling: str = POOLING
+    normalize_peak: bool = True  # the network scales each input to the edge's peak level (AudioNet)
     # waveform augmentation of the training clips (train.augment.build_augment)
     no_gain: bool = False
     no_shift: bool = False
@@ -94,12 +96,19 @@ class AudioNet(nn.Module):
     or "mean+max", the sum of its mean and its maximum over time (as in PANNs, Kong et al. 2020), which
     lets a short event in a long, quiet clip count for more than its share of the frames.
 
+    ``normalize_peak`` scales every input so that its peak is at WAVEFORM_PEAK_DBFS (-6 dBFS) before the
+    first layer, so that the network never sees the level of a recording, only its shape: ESC-50's clips
+    are loud (median peak -1.8 dBFS) and a microphone's are not, and a network trained on raw levels lost
+    2 points on fold 5 when the edge scaled its windows instead (docs/experiments.md). Checkpoints saved
+    before this existed (no such key in their ``model_kwargs``) get it too, as the edge always gave them.
+
     ``sample_rate`` (a multiple of 8 kHz) scales the first layer's kernel and stride with it, so that it
     always spans 10 ms with a hop of 0.5 ms: at 16 kHz it is conv(160, stride 8), and every later layer,
     and the cost, stay as at 8 kHz while the input keeps sounds up to 8 kHz instead of 4 kHz.
     """
 
-    def __init__(self, n_classes: int = 50, depth: int = DEPTH, sample_rate: int = INPUT_RATE, pooling: str = POOLING):
+    def __init__(self, n_classes: int = 50, depth: int = DEPTH, sample_rate: int = INPUT_RATE, pooling: str = POOLING,
+                 normalize_peak: bool = True):
         super().__init__()
         if depth not in VARIANTS:
             raise ValueError(f"depth must be one of {sorted(VARIANTS)}, not {depth!r}")
@@ -118,8 +127,12 @@ class AudioNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels, n_classes)
         self.n_classes, self.depth, self.sample_rate, self.pooling = n_classes, depth, sample_rate, pooling
+        self.normalize_peak = normalize_peak
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize_peak:  # digital silence stays silent
+            peak = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8)
+            x = x * (10 ** (WAVEFORM_PEAK_DBFS / 20) / peak)
         features = self.features(x)
         pooled = features.mean(dim=-1)
         if self.pooling == "mean+max":
@@ -153,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pooling", choices=POOLINGS, default=d.pooling,
                         help="how the last feature map is summarised over time: mean = the paper's global "
                              "average pooling (default %(default)s)")
+    parser.add_argument("--raw-level", dest="normalize_peak", action="store_false", default=d.normalize_peak,
+                        help="feed the network the clips' own levels instead of scaling each input to a -6 dBFS peak "
+                             "(the recipe before 2026-12-06)")
     add_augment_args(parser, d)
     return parser
 
@@ -168,7 +184,7 @@ def train_run(config: AudioNetConfig, run, clips: WaveformClips, classes: list) 
     valid_set = clips.select(lambda c: c.fold in split.valid_folds)
     test_set = clips.select(lambda c: c.fold == split.test_fold)
     model_kwargs = {"n_classes": len(classes), "depth": config.depth, "sample_rate": config.sample_rate,
-                    "pooling": config.pooling}
+                    "pooling": config.pooling, "normalize_peak": config.normalize_peak}
     model = AudioNet(**model_kwargs)
     input_spec = {"kind": "waveform", "sample_rate": config.sample_rate, "clip_seconds": CLIP_SECONDS, "frontend": None}
     trainer = run_trainer(config, run, model, name="audionet", model_kwargs=model_kwargs, classes=classes,
