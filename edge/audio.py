@@ -70,6 +70,65 @@ def channel_delay(reference: np.ndarray, other: np.ndarray, max_lag: int) -> int
     return int(lags[np.argmax(correlation[lags])])
 
 
+CLIPPED_RUN = 3  # samples in a row at a window's maximum or minimum: what clipping leaves, and peaks do not
+CLIP_CONTEXT = 2  # unclipped samples either side of a clipped run that its redrawn peak passes through
+MAX_PEAK_BOOST_DB = 12.0  # a redrawn peak rises at most this far above the level it was clipped at
+
+
+def clipped_runs(x: np.ndarray) -> tuple:
+    """(starts, stops, levels) of every run of CLIPPED_RUN or more samples equal to ``x``'s maximum or
+    minimum: a converter driven past full scale, or a gain stage past its limit, holds the level flat."""
+    starts, stops, levels = [], [], []
+    for level in (x.max(), x.min()) if x.size else ():
+        if level == 0:
+            continue
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], (x == level).view(np.int8), [0]])))
+        a, b = edges[::2], edges[1::2]
+        keep = b - a >= CLIPPED_RUN
+        starts.append(a[keep])
+        stops.append(b[keep])
+        levels.append(np.full(int(keep.sum()), level, np.float64))
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(starts), np.concatenate(stops), np.concatenate(levels)
+
+
+def declip(x: np.ndarray) -> np.ndarray:
+    """``x`` with its clipped peaks redrawn; ``x`` itself when nothing is clipped.
+
+    Each run of :func:`clipped_runs` becomes the cubic through the CLIP_CONTEXT unclipped samples either
+    side of it, kept beyond the clip level (the true peak was there or higher) and at most
+    MAX_PEAK_BOOST_DB above it. The flat tops of a recording 6 dB too loud spread harmonics over every
+    band; redrawn, the log-mel model's accuracy on fold 4's recordings 6 dB too loud rose by 0.375 points over
+    two models (+1.0 and -0.25; benchmarks.robustness, docs/experiments.md). A run too near the window's
+    edge, or next to another, to have its four neighbours is left as it is.
+    """
+    starts, stops, levels = clipped_runs(x)
+    if not starts.size:
+        return x
+    n, lengths = len(x), stops - starts
+    clipped = np.cumsum(np.bincount(starts, minlength=n + 1) - np.bincount(stops, minlength=n + 1))[:n] > 0
+    side = np.arange(CLIP_CONTEXT)
+    around = np.concatenate([starts[:, None] - CLIP_CONTEXT + side, stops[:, None] + side], axis=1)
+    usable = ((around >= 0) & (around < n)).all(axis=1)
+    usable[usable] = ~clipped[around[usable]].any(axis=1)
+    starts, stops, levels, lengths, around = (a[usable] for a in (starts, stops, levels, lengths, around))
+    if not starts.size:
+        return x
+    centres = (starts + stops - 1) / 2  # the cubic in time around each run's middle, in units of its length
+    scales = lengths.astype(np.float64)
+    powers = np.arange(4)
+    cubics = np.linalg.solve(((around - centres[:, None]) / scales[:, None])[..., None] ** powers,
+                             x[around].astype(np.float64)[..., None])[..., 0]
+    run = np.repeat(np.arange(len(starts)), lengths)
+    positions = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths) + starts[run]
+    peaks = (cubics[run] * (((positions - centres[run]) / scales[run])[:, None] ** powers)).sum(axis=1)
+    floor = np.abs(levels[run])
+    redrawn = x.astype(np.float32, copy=True)
+    redrawn[positions] = np.sign(levels[run]) * np.clip(np.abs(peaks), floor, floor * 10 ** (MAX_PEAK_BOOST_DB / 20))
+    return redrawn
+
+
 def wav_declared_bytes(path) -> tuple | None:
     """(bytes the ``data`` chunk declares, bytes present after its header) of a RIFF WAV file; None for
     other formats. libsndfile reads a truncated WAV without a word, so the header is checked here."""
