@@ -82,7 +82,10 @@ def clipped_runs(x: np.ndarray) -> tuple:
     for level in (x.max(), x.min()) if x.size else ():
         if level == 0:
             continue
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], (x == level).view(np.int8), [0]])))
+        at_level = x == level
+        if np.count_nonzero(at_level) < CLIPPED_RUN:  # most windows: nothing held, nothing more to do
+            continue
+        edges = np.flatnonzero(np.diff(np.concatenate([[False], at_level, [False]]).view(np.int8)))
         a, b = edges[::2], edges[1::2]
         keep = b - a >= CLIPPED_RUN
         starts.append(a[keep])
