@@ -73,6 +73,8 @@ class Classifier:
         self.sample_rate = int(self.meta["sample_rate"])
         self.clip_seconds = float(self.meta["clip_seconds"])
         self.frontend = self._frontend(source) if self.input_kind == LOG_MEL_IMAGE else None
+        # a waveform graph exported since 2026-12-06 scales its own input; older ones need the edge to
+        self.scales_itself = self.frontend is None and bool(self.meta["normalisation"])
         self._check_signature(source)
 
     def _frontend(self, source: str) -> FrontEnd:
@@ -107,7 +109,8 @@ class Classifier:
         if self.frontend is not None:
             x = self.frontend(declip(waveform), rate)
         else:
-            x = normalize_peak(audionet_input(waveform, rate, self.sample_rate, self.clip_seconds))
+            x = audionet_input(waveform, rate, self.sample_rate, self.clip_seconds)
+            x = x if self.scales_itself else normalize_peak(x)
         return x[None].astype(np.float32, copy=False)
 
     def infer(self, features: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 from edge.atomic import staged, write_json
 from edge.audio import load_audio
 from edge.classifier import Classifier
-from edge.frontend import FrontEnd
+from edge.frontend import WAVEFORM_PEAK_DBFS, FrontEnd
 from edge.metadata import INPUT_NAME, LOG_MEL_IMAGE, OUTPUT_NAME, WAVEFORM, encode
 from edge.provenance import host
 from export.latency import latency_table
@@ -96,11 +96,20 @@ class Run:
             sample_rate=int(spec["sample_rate"]),
             clip_seconds=float(spec["clip_seconds"]),
             frontend=None if frontend is None else json.loads(frontend.to_json()),
-            normalisation=None if frontend is None else {"mean": list(frontend.mean), "std": list(frontend.std)},
+            normalisation=self.normalisation(frontend),
             test_accuracy=self.metrics.get("test_accuracy"),
             commit=self.metrics.get("commit"),
             **extra,
         )
+
+    def normalisation(self, frontend: FrontEnd | None) -> dict | None:
+        """What the edge must know of the input's scaling: a log-mel model's mean and std; for AudioNet, the peak
+        its graph scales each window to (train.audionet.AudioNet.normalize_peak), or None, and the edge does it."""
+        if frontend is not None:
+            return {"mean": list(frontend.mean), "std": list(frontend.std)}
+        kwargs = self.checkpoint["model_kwargs"]
+        in_graph = self.checkpoint["model_name"] == "audionet" and kwargs.get("normalize_peak", True)
+        return {"peak_dbfs": WAVEFORM_PEAK_DBFS} if in_graph else None
 
     def split(self):
         """The run's train/valid/test folds, from the split name in metrics.json."""

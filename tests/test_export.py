@@ -53,7 +53,10 @@ def test_audionet_export_verifies_and_describes_itself(audionet_export, fake_esc
     meta = classifier.meta
     assert meta["classes"] == CLASSES and meta["model_name"] == "audionet" and meta["precision"] == "fp32"
     assert (meta["input_kind"], meta["sample_rate"], meta["clip_seconds"]) == (WAVEFORM, 8000, 5.0)
-    assert meta["frontend"] is None and meta["normalisation"] is None
+    assert meta["frontend"] is None and meta["normalisation"] == {"peak_dbfs": -6.0}  # the graph scales its input
+    assert classifier.scales_itself
+    quiet = np.random.default_rng(0).standard_normal(40000).astype(np.float32) * 0.01
+    assert np.allclose(classifier.predict(quiet, 8000), classifier.predict(quiet * 50, 8000), atol=1e-5)
     assert (meta["test_accuracy"], meta["commit"]) == (0.625, "abc123def456")
     report = json.loads((run / "model.report.json").read_text())
     assert report["passed"] and report["fp32"]["parity_vs_torch"]["top1_agreement"] == 1.0
