@@ -73,7 +73,7 @@ class Classifier:
         self.sample_rate = int(self.meta["sample_rate"])
         self.clip_seconds = float(self.meta["clip_seconds"])
         self.frontend = self._frontend(source) if self.input_kind == LOG_MEL_IMAGE else None
-        # a waveform graph exported since 2026-12-06 scales its own input; older ones need the edge to
+        # an AudioNet trained with --normalize-peak scales its own input; the others need the edge to
         self.scales_itself = self.frontend is None and bool(self.meta["normalisation"])
         self._check_signature(source)
 

@@ -108,7 +108,7 @@ class Run:
         if frontend is not None:
             return {"mean": list(frontend.mean), "std": list(frontend.std)}
         kwargs = self.checkpoint["model_kwargs"]
-        in_graph = self.checkpoint["model_name"] == "audionet" and kwargs.get("normalize_peak", True)
+        in_graph = self.checkpoint["model_name"] == "audionet" and kwargs.get("normalize_peak", False)
         return {"peak_dbfs": WAVEFORM_PEAK_DBFS} if in_graph else None
 
     def split(self):

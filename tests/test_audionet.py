@@ -77,7 +77,6 @@ def test_mean_plus_max_pooling_sums_both_summaries_of_the_last_feature_map():
     torch.manual_seed(0)
     model = AudioNet(n_classes=10, depth=11, pooling="mean+max").eval()
     x = torch.randn(2, 1, 40000)
-    x = x * (10 ** (-6 / 20) / x.abs().amax(-1, keepdim=True))  # already at the peak the network scales to
     with torch.no_grad():
         features = model.features(x)
         expected = model.classifier(features.mean(-1) + features.amax(-1))
@@ -99,14 +98,14 @@ def test_the_network_hears_the_shape_of_a_recording_not_its_level():
 
     x = torch.randn(2, 1, 16000) * 0.5
     quiet = x * 10 ** (-30 / 20)
-    loud, soft = first_layer_inputs(AudioNet(n_classes=10).eval(), x, quiet)
+    loud, soft = first_layer_inputs(AudioNet(n_classes=10, normalize_peak=True).eval(), x, quiet)
     assert torch.allclose(loud, soft, atol=1e-6)  # 30 dB quieter: the network sees the same input
     assert torch.allclose(loud.abs().amax(-1), torch.full((2, 1), 10 ** (-6 / 20)))  # at a -6 dBFS peak
-    loud, soft = first_layer_inputs(AudioNet(n_classes=10, normalize_peak=False).eval(), x, quiet)
-    assert torch.allclose(soft, quiet) and torch.allclose(loud, x)  # --raw-level: the recording's own level
-    [silent] = first_layer_inputs(AudioNet(n_classes=10).eval(), torch.zeros(1, 1, 16000))
+    loud, soft = first_layer_inputs(AudioNet(n_classes=10).eval(), x, quiet)
+    assert torch.allclose(soft, quiet) and torch.allclose(loud, x)  # the recipe: the recording's own level
+    [silent] = first_layer_inputs(AudioNet(n_classes=10, normalize_peak=True).eval(), torch.zeros(1, 1, 16000))
     assert torch.equal(silent, torch.zeros(1, 1, 16000))  # digital silence: no division by zero
-    assert configure([]).normalize_peak and not configure(["--raw-level"]).normalize_peak
+    assert configure(["--normalize-peak"]).normalize_peak and not configure([]).normalize_peak
 
 
 def test_at_16_khz_the_first_layer_keeps_its_span_in_time_and_the_rest_sees_the_same_frames():
@@ -129,7 +128,7 @@ def test_sample_rates_that_are_not_multiples_of_8_khz_are_refused(capsys):
     defaults, model = configure([]), AudioNet()
     assert defaults.sample_rate == model.sample_rate == 16000 and defaults.ema == 0.999  # the reported recipe
     assert (defaults.depth, defaults.pooling) == (model.depth, model.pooling) == (11, "mean+max")
-    assert defaults.normalize_peak == model.normalize_peak is True
+    assert defaults.normalize_peak == model.normalize_peak is False
 
 
 @pytest.mark.parametrize("augment", [RandomGain(), TimeShift(), SpeedChange(), AddNoise(), PitchShift(8000, 2)])

@@ -31,17 +31,19 @@ def make_run(folder, model_name, model, model_kwargs, input_spec, classes=CLASSE
     return folder
 
 
-def audionet_run(folder, classes=CLASSES, sample_rate=8000, pooling="mean"):
+def audionet_run(folder, classes=CLASSES, sample_rate=8000, pooling="mean", normalize_peak=False):
     torch.manual_seed(0)
-    kwargs = {"n_classes": len(classes), "depth": 5, "sample_rate": sample_rate, "pooling": pooling}
+    kwargs = {"n_classes": len(classes), "depth": 5, "sample_rate": sample_rate, "pooling": pooling,
+              "normalize_peak": normalize_peak}
     spec = {"kind": WAVEFORM, "sample_rate": sample_rate, "clip_seconds": 5.0, "frontend": None}
     return make_run(folder, "audionet", AudioNet(**kwargs), kwargs, spec, classes)
 
 
 @pytest.fixture(scope="module")
 def audionet_export(tmp_path_factory, fake_esc50):
-    """(run folder, exit code) of one export of a fresh AudioNet, verified on the fake dataset."""
-    run = audionet_run(tmp_path_factory.mktemp("runs") / "audionet-book-seed0")
+    """(run folder, exit code) of one export of a fresh AudioNet that scales its own input (--normalize-peak),
+    verified on the fake dataset."""
+    run = audionet_run(tmp_path_factory.mktemp("runs") / "audionet-book-seed0", normalize_peak=True)
     return run, to_onnx.main([str(run), "--data", str(fake_esc50), *FAST])
 
 
@@ -237,6 +239,15 @@ def test_int8_can_keep_the_first_convolutions_in_fp32(audionet_export, fake_esc5
     with pytest.raises(SystemExit):
         to_onnx.parse_args([str(run), "--int8", "--int8-fp32-convs", "-1"])
     assert "--int8-fp32-convs -1: must be 0 or more" in capsys.readouterr().err
+
+
+def test_an_audionet_on_raw_levels_leaves_the_scaling_to_the_edge(tmp_path, fake_esc50):
+    run = audionet_run(tmp_path / "raw")
+    assert to_onnx.main([str(run), "--data", str(fake_esc50), *FAST]) == 0
+    classifier = Classifier(run / "model.onnx")
+    assert classifier.meta["normalisation"] is None and not classifier.scales_itself
+    graph = onnx.load(str(run / "model.onnx")).graph
+    assert graph.node[0].op_type == "Conv"  # nothing before the input layer
 
 
 def test_int8_accuracy_gate_keeps_fp32_and_drops_int8(tmp_path, fake_esc50):
