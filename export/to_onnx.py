@@ -103,13 +103,12 @@ class Run:
         )
 
     def normalisation(self, frontend: FrontEnd | None) -> dict | None:
-        """What the edge must know of the input's scaling: a log-mel model's mean and std; for AudioNet, the peak
-        its graph scales each window to (train.audionet.AudioNet.normalize_peak), or None, and the edge does it."""
+        """What the edge must know of the input's scaling: a log-mel model's mean and std; for a waveform model,
+        the peak its graph scales each window to (train.audionet.AudioNet.normalize_peak), or None, and the edge
+        does it."""
         if frontend is not None:
             return {"mean": list(frontend.mean), "std": list(frontend.std)}
-        kwargs = self.checkpoint["model_kwargs"]
-        in_graph = self.checkpoint["model_name"] == "audionet" and kwargs.get("normalize_peak", False)
-        return {"peak_dbfs": WAVEFORM_PEAK_DBFS} if in_graph else None
+        return {"peak_dbfs": WAVEFORM_PEAK_DBFS} if self.checkpoint["model_kwargs"].get("normalize_peak") else None
 
     def split(self):
         """The run's train/valid/test folds, from the split name in metrics.json."""
