@@ -161,6 +161,28 @@ def test_gain_noise_and_speed_change_the_signal_as_described():
     assert all(0.9 - 0.01 <= r <= 1.1 + 0.01 for r in ratios) and len(set(ratios)) >= 5  # pitch moves with tempo
 
 
+def test_shift_without_wrap_brings_in_silence_and_loses_the_far_end():
+    wave = torch.arange(1, 101, dtype=torch.float32)[None]
+    shifts = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        rolled = TimeShift(0.3)(wave)
+        torch.manual_seed(seed)
+        shifted = TimeShift(0.3, wrap=False)(wave)
+        shift = int((rolled[0] == 1).nonzero())  # where the first sample went (rolled by shift mod 100)
+        shift = shift if shift <= 30 else shift - 100
+        shifts.add(shift)
+        if shift >= 0:  # later: zeros first, the last `shift` samples gone
+            assert torch.equal(shifted[0, :shift], torch.zeros(shift))
+            assert torch.equal(shifted[0, shift:], wave[0, :100 - shift])
+        else:  # earlier: the first samples gone, zeros last
+            assert torch.equal(shifted[0, :100 + shift], wave[0, -shift:]) and not shifted[0, 100 + shift:].any()
+    assert min(shifts) < 0 < max(shifts) and max(map(abs, shifts)) <= 30
+    assert configure([]).shift_wrap and not configure(["--no-shift-wrap"]).shift_wrap
+    random_part, _ = build_augment(configure(["--no-shift-wrap"]), 8000).transforms
+    assert not random_part.transforms[1].wrap
+
+
 def test_cli_switches_turn_augmentations_off():
     random_part, crop = build_augment(configure([]), 8000).transforms
     assert [type(t).__name__ for t in random_part.transforms] == ["RandomGain", "TimeShift", "SpeedChange"]

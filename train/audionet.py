@@ -44,6 +44,7 @@ class AudioNetConfig(TrainingConfig):
     # waveform augmentation of the training clips (train.augment.build_augment)
     no_gain: bool = False
     no_shift: bool = False
+    shift_wrap: bool = True  # the shift rolls the clip round (False: silence comes in, the far end is lost)
     no_speed: bool = False
     noise: bool = False
     pitch: int = 0

@@ -29,14 +29,25 @@ class RandomGain:
 
 
 class TimeShift:
-    """Circularly shift (roll) by up to ``max_fraction`` of the clip, either way."""
+    """Shift by up to ``max_fraction`` of the clip, either way: circularly (roll), or with ``wrap=False`` as a
+    window of a longer recording would cut it, what is pushed past one end lost and digital silence (zeros)
+    coming in at the other. The listener's windows start before a sound and end inside it, which a roll
+    never shows: the sound always fills the clip to its end."""
 
-    def __init__(self, max_fraction: float = 0.5):
-        self.max_fraction = max_fraction
+    def __init__(self, max_fraction: float = 0.5, wrap: bool = True):
+        self.max_fraction, self.wrap = max_fraction, wrap
 
     def __call__(self, wave: torch.Tensor) -> torch.Tensor:
         limit = int(self.max_fraction * wave.shape[-1])
-        return torch.roll(wave, int(torch.randint(-limit, limit + 1, ())), dims=-1) if limit else wave
+        if not limit:
+            return wave
+        shift = int(torch.randint(-limit, limit + 1, ()))
+        if self.wrap:
+            return torch.roll(wave, shift, dims=-1)
+        return F.pad(wave, (shift, 0))[..., :wave.shape[-1]] if shift >= 0 else F.pad(wave[..., -shift:], (0, -shift))
+
+    def __repr__(self) -> str:
+        return f"TimeShift({self.max_fraction:g}{'' if self.wrap else ', wrap=False'})"
 
 
 class SpeedChange:
@@ -347,6 +358,9 @@ def add_augment_args(parser: argparse.ArgumentParser, defaults) -> argparse.Argu
     group.add_argument("--no-gain", action="store_true", default=d.no_gain, help="disable random gain (+-6 dB)")
     group.add_argument("--no-shift", action="store_true", default=d.no_shift,
                        help="disable random circular time shift")
+    group.add_argument("--shift-wrap", action=argparse.BooleanOptionalAction, default=d.shift_wrap,
+                       help="the time shift rolls the clip round; --no-shift-wrap shifts it with silence coming in "
+                            "and the far end lost, as the listener's windows cut a recording")
     group.add_argument("--no-speed", action="store_true", default=d.no_speed,
                        help="disable random speed change (+-10 %%)")
     group.add_argument("--noise", action=argparse.BooleanOptionalAction, default=d.noise,
@@ -369,7 +383,7 @@ def build_augment(config, sample_rate: int):
     if not config.no_gain:
         transforms.append(RandomGain())
     if not config.no_shift:
-        transforms.append(TimeShift())
+        transforms.append(TimeShift(wrap=config.shift_wrap))
     if not config.no_speed:
         transforms.append(SpeedChange())
     if config.pitch:
