@@ -31,8 +31,8 @@ class RandomGain:
 class TimeShift:
     """Shift by up to ``max_fraction`` of the clip, either way: circularly (roll), or with ``wrap=False`` as a
     window of a longer recording would cut it, what is pushed past one end lost and digital silence (zeros)
-    coming in at the other. The listener's windows start before a sound and end inside it, which a roll
-    never shows: the sound always fills the clip to its end."""
+    coming in at the other. The listener's windows start before a sound and end inside it, which a roll shows
+    only where a clip's own trailing silence comes round (AudioNet: docs/experiments.md, Robustness)."""
 
     def __init__(self, max_fraction: float = 0.5, wrap: bool = True):
         self.max_fraction, self.wrap = max_fraction, wrap
