@@ -42,9 +42,8 @@ class TimeShift:
         if not limit:
             return wave
         shift = int(torch.randint(-limit, limit + 1, ()))
-        if self.wrap:
-            return torch.roll(wave, shift, dims=-1)
-        return F.pad(wave, (shift, 0))[..., :wave.shape[-1]] if shift >= 0 else F.pad(wave[..., -shift:], (0, -shift))
+        # negative padding crops: zeros come in at one end and as many samples go at the other
+        return torch.roll(wave, shift, dims=-1) if self.wrap else F.pad(wave, (shift, -shift))
 
     def __repr__(self) -> str:
         return f"TimeShift({self.max_fraction:g}{'' if self.wrap else ', wrap=False'})"
