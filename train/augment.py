@@ -356,7 +356,7 @@ def add_augment_args(parser: argparse.ArgumentParser, defaults) -> argparse.Argu
     group = parser.add_argument_group("waveform augmentation (training clips only)")
     group.add_argument("--no-gain", action="store_true", default=d.no_gain, help="disable random gain (+-6 dB)")
     group.add_argument("--no-shift", action="store_true", default=d.no_shift,
-                       help="disable random circular time shift")
+                       help="disable the random time shift (rolled or not, --shift-wrap)")
     group.add_argument("--shift-wrap", action=argparse.BooleanOptionalAction, default=d.shift_wrap,
                        help="the time shift rolls the clip round; --no-shift-wrap shifts it with silence coming in "
                             "and the far end lost, as the listener's windows cut a recording")
