@@ -27,6 +27,10 @@ def open_session(path, threads: int = 1, low_memory: bool = False):
     "all" level copies every convolution weight while the session loads, which nearly doubles the
     peak memory of a large fp32 model (ResNet-50: about 320 MB instead of 190 MB); without it
     inference is 20-40% faster on x86 (benchmarks/results/edge.json).
+
+    The intra-op threads do not spin after a run: the listener runs a model once a second, and threads left
+    spinning take the cores from what runs next, the front end's numpy or a second model of a pair (measured:
+    two MelCNN sessions in turn took 10 ms at 2 threads with spinning, 6.5 ms without).
     """
     import onnxruntime as ort
 
@@ -37,6 +41,7 @@ def open_session(path, threads: int = 1, low_memory: bool = False):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only; onnxruntime warnings are not ours to show
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if low_memory:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.enable_cpu_mem_arena = False
@@ -113,6 +118,13 @@ class Classifier:
             x = x if self.scales_itself else normalize_peak(x)
         return x[None].astype(np.float32, copy=False)
 
+    @property
+    def input_recipe(self) -> tuple:
+        """What :meth:`features` depends on besides the audio: models with equal recipes take the same input."""
+        if self.frontend is not None:
+            return (self.input_kind, self.frontend)
+        return (self.input_kind, self.sample_rate, self.clip_seconds, self.scales_itself)
+
     def infer(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities (softmax of the logits) for one model input from :meth:`features`."""
         logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
@@ -129,7 +141,8 @@ class Classifier:
 class Ensemble:
     """Several exported models on the same window, their probabilities averaged: the interface of
     :class:`Classifier` (``features``, ``infer``, ``predict``, ``top_k``), so the listener runs it alike.
-    Each model builds its own input (waveform or log-mel image) from the one window."""
+    Each model gets its own kind of input (waveform or log-mel image) from the one window; models whose inputs are
+    built alike (seeds of one recipe) share it, so a pair of MelCNN seeds costs one front end and two inferences."""
 
     def __init__(self, members: list):
         first = members[0]
@@ -142,7 +155,11 @@ class Ensemble:
         self.classes, self.clip_seconds, self.sample_rate = first.classes, first.clip_seconds, first.sample_rate
 
     def features(self, waveform: np.ndarray, rate: int) -> list:
-        return [member.features(waveform, rate) for member in self.members]
+        built = {}
+        for member in self.members:
+            if member.input_recipe not in built:
+                built[member.input_recipe] = member.features(waveform, rate)
+        return [built[member.input_recipe] for member in self.members]
 
     def infer(self, features: list) -> np.ndarray:
         return np.mean([member.infer(x) for member, x in zip(self.members, features)], axis=0)
@@ -153,3 +170,7 @@ class Ensemble:
     def top_k(self, probabilities: np.ndarray, k: int = 3) -> list:
         return top_k(probabilities, self.classes, k)
 
+
+def averaged(members: list):
+    """One classifier as it is; several as their :class:`Ensemble`."""
+    return members[0] if len(members) == 1 else Ensemble(members)
