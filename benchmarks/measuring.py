@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.classifier import ModelFileError
+from edge.listen import default_models
 from edge.provenance import host
 
 REPO = Path(__file__).resolve().parents[1]  # the repository root, for every benchmark's default paths
@@ -49,3 +51,33 @@ def training_processes() -> list:
         if any(f"train.{recipe}" in cmd for recipe in ("audionet", "melcnn", "resnet")):
             found.append({"pid": int(cmdline.parent.name), "state": state, "command": cmd[:120]})
     return found
+
+
+def model_files(text: str) -> tuple:
+    """``--models`` entry: one ONNX file, or several joined by '+' whose probabilities are averaged on each
+    window (as ``edge.listen --model A B`` runs them)."""
+    return tuple(Path(part) for part in text.split("+"))
+
+
+def model_names(models: list) -> list:
+    """Each ``--models`` entry's name in the report: its files' stems, with as many parent folders as it takes to
+    tell the entries apart (two runs' ``model.int8.onnx`` would otherwise overwrite each other's results)."""
+    if not models:
+        return []
+    deepest = max(len(f.parts) for files in models for f in files)
+    for depth in range(1, deepest + 1):
+        names = ["+".join("/".join(f.with_suffix("").parts[-depth:]) for f in files) for files in models]
+        if len(set(names)) == len(names):
+            return names
+    raise ValueError("the same model is given twice")
+
+
+def shipped_models(folder: Path) -> list:
+    """What the benchmarks measure by default, as ``--models`` entries: every model in ``folder`` (edge/models)
+    alone, then the listener's default set when it averages several."""
+    models = [(path,) for path in sorted(folder.glob("*.onnx"))]
+    try:
+        default = tuple(default_models(folder))
+    except ModelFileError:
+        return models
+    return models + [default] if len(default) > 1 else models

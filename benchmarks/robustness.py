@@ -34,10 +34,10 @@ import soundfile as sf
 
 from edge.atomic import staged, write_json
 from edge.audio import load_audio
-from edge.classifier import Classifier, Ensemble
+from edge.classifier import Classifier, averaged
 from edge.listen import Listener, classify_file, parse_args
 from edge.provenance import cpu_name, git_commit
-from benchmarks.measuring import REPO, shown_path
+from benchmarks.measuring import REPO, model_files, model_names, shipped_models, shown_path
 
 RESULTS = REPO / "benchmarks" / "results"
 RATE = 44100
@@ -257,28 +257,9 @@ class RecordingScorer(Listener):
         return int(np.argmax(np.mean(classified, axis=0))) if classified else None
 
 
-def model_files(text: str) -> tuple:
-    """``--models`` entry: one ONNX file, or several joined by '+' whose probabilities are averaged on each
-    window (as ``edge.listen --model A B`` runs them)."""
-    return tuple(Path(part) for part in text.split("+"))
-
-
-def model_names(models: list) -> list:
-    """Each ``--models`` entry's name in the report: its files' stems, with as many parent folders as it takes to
-    tell the entries apart (two runs' ``model.int8.onnx`` would otherwise overwrite each other's results)."""
-    if not models:
-        return []
-    deepest = max(len(f.parts) for files in models for f in files)
-    for depth in range(1, deepest + 1):
-        names = ["+".join("/".join(f.with_suffix("").parts[-depth:]) for f in files) for files in models]
-        if len(set(names)) == len(names):
-            return names
-    raise ValueError("the same model is given twice")
-
-
 def scorer_for(files: tuple) -> RecordingScorer:
     members = [Classifier(f, threads=2) for f in files]
-    return RecordingScorer(members[0] if len(members) == 1 else Ensemble(members))
+    return RecordingScorer(averaged(members))
 
 
 def run(models: list, clips: list, conditions: list, folder: Path, progress: bool = True,
@@ -356,10 +337,10 @@ def plot(results: dict, path: Path, fold: int = 5) -> None:
         ax.bar(np.arange(len(names)) + k * width - 0.4 + width / 2,
                [100 * by_condition[n]["accuracy"] for n in names], width, label=model)
     ax.set_xticks(np.arange(len(names)), names, rotation=40, ha="right", fontsize=8)
-    ax.set(ylabel=f"fold-{fold} accuracy (%)", ylim=(0, 100),
+    ax.set(ylabel=f"fold-{fold} accuracy (%)", ylim=(0, 112), yticks=range(0, 101, 20),
            title=f"ESC-50 fold {fold} recorded under each condition, classified by edge.listen")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper center", ncols=len(results), fontsize=8)  # above the bars, which reach 80-90 %
     with staged(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -375,8 +356,9 @@ def main(argv=None) -> int:
     p.add_argument("--conditions", nargs="+", metavar="NAME", choices=[c.name for c in CONDITIONS],
                    help="only these conditions (clean and the dataset clip are always included); default all")
     p.add_argument("--models", nargs="+", type=model_files, metavar="MODEL[+MODEL]",
-                   help="ONNX models (default: every model in edge/models/); A.onnx+B.onnx is the pair, their "
-                        "probabilities averaged on each window as edge.listen --model A.onnx B.onnx does")
+                   help="ONNX models (default: every model in edge/models/, and edge.listen's default pair); "
+                        "A.onnx+B.onnx is a pair, their probabilities averaged on each window as edge.listen "
+                        "--model A.onnx B.onnx does")
     p.add_argument("--clips", type=int, help="only the first N clips of the fold (a quick look; the JSON says so)")
     p.add_argument("--per-clip", action="store_true",
                    help="also write each clip's predicted class under each condition (\"labels\", in the order of "
@@ -387,7 +369,7 @@ def main(argv=None) -> int:
         if shutil.which(program) is None:
             print(f"error: {program} is not installed (apt-get install {program})", file=sys.stderr)
             return 2
-    models = args.models or [(m,) for m in sorted((REPO / "edge" / "models").glob("*.onnx"))]
+    models = args.models or shipped_models(REPO / "edge" / "models")
     try:
         names = model_names(models)
     except ValueError as err:

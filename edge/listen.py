@@ -8,9 +8,9 @@ Every ``--hop`` seconds the latest window (the model's clip length, 5 s) is clas
 callback only copies blocks into a queue; the main thread downmixes them into a ring buffer and runs
 the model, so slow inference shows up as skipped windows, never as dropped audio. ``--file`` streams
 a recording (or every audio file of a folder) through the same ring buffer, so it sees exactly the
-windows the microphone would. Without ``--model`` it uses edge/models/melcnn-int8.onnx (else
-audionet-int8.onnx); ``--model A B`` averages two models. Runs with numpy, onnxruntime, soundfile, soxr and sounddevice only
-(the ``edge`` extra).
+windows the microphone would. Without ``--model`` it runs the first of DEFAULT_MODELS found in edge/models
+(the shipped pair of MelCNN seeds); ``--model A B`` averages any models. Runs with numpy, onnxruntime,
+soundfile, soxr and sounddevice only (the ``edge`` extra).
 """
 from __future__ import annotations
 
@@ -28,14 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import AudioFileError, downmix, load_audio
-from edge.classifier import Classifier, Ensemble, ModelFileError
+from edge.classifier import Classifier, ModelFileError, averaged
 from edge.metadata import ModelMetadataError
 
 FALLBACK_RATES = (48000, 44100, 32000, 16000)
 DEVICE_TIMEOUT_S = 3.0  # no audio for this long: the device is gone
 LATENCY_HISTORY = 10000  # windows kept for the latency statistics (bounded for long runs)
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODELS = ("melcnn-int8.onnx", "audionet-int8.onnx")  # the first one present in edge/models wins
+# without --model: the first of these whose files are all in edge/models (their probabilities averaged)
+DEFAULT_MODELS = (("melcnn-int8.onnx", "melcnn-seed1-int8.onnx"), ("melcnn-int8.onnx",), ("audionet-int8.onnx",))
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
 GATE_FRAME_S = 0.05  # the silence gate compares the levels of 50-ms frames
 FLOOR_SECONDS = 30.0  # the noise floor is the quietest background heard over this long
@@ -54,15 +55,17 @@ class DeviceLost(ListenError):
         self.listener = listener
 
 
-def default_model(folder: Path | None = None) -> Path:
-    """The model used without ``--model``: the first of DEFAULT_MODELS in ``folder`` (edge/models)."""
+def default_models(folder: Path | None = None) -> list:
+    """The models used without ``--model``: the first set of DEFAULT_MODELS whose files are all in ``folder``
+    (edge/models). A pair of seeds is the default because it gains a point over one seed at one more inference."""
     folder = MODELS_DIR if folder is None else folder
-    for name in DEFAULT_MODELS:
-        if (folder / name).is_file():
-            return folder / name
-    raise ModelFileError(f"no --model given and no default model in {folder} (looked for "
-                         f"{' or '.join(DEFAULT_MODELS)}); export one, e.g. `python -m export.to_onnx RUN_DIR "
-                         f"--out {folder / 'audionet.onnx'}`, or pass --model FILE.onnx")
+    for names in DEFAULT_MODELS:
+        if all((folder / name).is_file() for name in names):
+            return [folder / name for name in names]
+    looked_for = " or ".join("+".join(names) for names in DEFAULT_MODELS)
+    raise ModelFileError(f"no --model given and no default model in {folder} (looked for {looked_for}); export "
+                         f"one, e.g. `python -m export.to_onnx RUN_DIR --out {folder / 'audionet.onnx'}`, or pass "
+                         "--model FILE.onnx")
 
 
 def wants_low_memory(model: Path, flag: bool | None) -> bool:
@@ -377,7 +380,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m edge.listen", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", nargs="+", metavar="FILE",
                    help="exported ONNX model (python -m export.to_onnx); several: their probabilities are averaged "
-                        f"on each window (default: edge/models/{DEFAULT_MODELS[0]}, else {DEFAULT_MODELS[1]})")
+                        f"on each window (default: edge/models/{' + '.join(DEFAULT_MODELS[0])}, averaged)")
     p.add_argument("--file", nargs="+", metavar="PATH",
                    help="classify these recordings (WAV/FLAC/OGG, any rate and channels; a folder means all its "
                         "audio files, sorted) instead of the microphone")
@@ -410,10 +413,10 @@ def main(argv=None) -> int:
         if args.list_devices:
             print(list_devices())
             return 0
-        models = [Path(m) for m in args.model] if args.model else [default_model()]
+        models = [Path(m) for m in args.model] if args.model else default_models()
         members = [Classifier(m, threads=args.threads, low_memory=wants_low_memory(m, args.low_memory))
                    for m in models]
-        classifier = members[0] if len(members) == 1 else Ensemble(members)
+        classifier = averaged(members)
         if args.file:
             listener, failed = classify_files(classifier, args)
         else:

@@ -64,6 +64,24 @@ def test_edge_benchmark_times_the_front_end_and_inference_of_each_shipped_model(
         assert entry["listener_peak_rss_mb"] > 10 and entry["target"]["limit_ms"] == 10.0
 
 
+def test_edge_benchmark_measures_the_listeners_default_pair_beside_its_members(tone_models, tmp_path, monkeypatch):
+    import benchmarks.edge as edge_bench
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("melcnn-int8", "melcnn-seed1-int8"):
+        (models / f"{name}.onnx").write_bytes(Path(tone_models["image"]).read_bytes())
+    monkeypatch.setattr(edge_bench, "MODELS", models)
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    out = tmp_path / "edge.json"
+    assert edge_bench.main(["--repeats", "3", "--out", str(out)]) == 0
+    entries = json.loads(out.read_text())["models"]
+    assert list(entries) == ["melcnn-int8", "melcnn-seed1-int8", "melcnn-int8+melcnn-seed1-int8"]
+    pair = entries["melcnn-int8+melcnn-seed1-int8"]
+    assert pair["file"] == "melcnn-int8.onnx+melcnn-seed1-int8.onnx"
+    assert pair["bytes"] == 2 * entries["melcnn-int8"]["bytes"] and pair["listener_peak_rss_mb"] > 10
+
+
 def test_edge_benchmark_measures_the_models_it_is_given_and_names_a_missing_one(tone_models, tmp_path, capsys):
     import benchmarks.edge as edge_bench
 

@@ -9,10 +9,10 @@ import pytest
 import soundfile as sf
 
 from edge.audio import MAX_PEAK_BOOST_DB, channel_delay, clipped_runs, declip, downmix, load_audio
-from edge.classifier import Classifier, ModelFileError, softmax, top_k
+from edge.classifier import Classifier, ModelFileError, averaged, softmax, top_k
 from edge.frontend import audionet_input, normalize_peak
 from edge import listen
-from edge.listen import Listener, RingBuffer, default_model, level_dbfs, main, parse_args
+from edge.listen import Listener, RingBuffer, default_models, level_dbfs, main, parse_args
 from edge.metadata import ModelMetadataError
 from edge_models import CLASSES, HIGH_HZ, LOW_HZ, image_model, tone, write_clip
 
@@ -357,31 +357,49 @@ def test_folder_without_audio_is_an_error(tone_models, tmp_path, capsys):
     assert f"{tmp_path}: folder holds no audio files" in capsys.readouterr().err
 
 
-def test_default_model_prefers_melcnn_int8_then_audionet_int8(tone_models, tmp_path, monkeypatch, capsys):
+def test_default_models_prefer_the_melcnn_pair_then_one_melcnn_then_audionet(tone_models, tmp_path, monkeypatch,
+                                                                             capsys):
     with pytest.raises(ModelFileError, match="no --model given and no default model in .*export one"):
-        default_model(tmp_path)
+        default_models(tmp_path)
     (tmp_path / "audionet-int8.onnx").write_bytes(Path(tone_models["waveform"]).read_bytes())
-    assert default_model(tmp_path) == tmp_path / "audionet-int8.onnx"
+    assert default_models(tmp_path) == [tmp_path / "audionet-int8.onnx"]
     (tmp_path / "melcnn-int8.onnx").write_bytes(Path(tone_models["image"]).read_bytes())
-    assert default_model(tmp_path) == tmp_path / "melcnn-int8.onnx"
+    assert default_models(tmp_path) == [tmp_path / "melcnn-int8.onnx"]
+    (tmp_path / "melcnn-seed1-int8.onnx").write_bytes(Path(tone_models["image"]).read_bytes())
+    assert default_models(tmp_path) == [tmp_path / "melcnn-int8.onnx", tmp_path / "melcnn-seed1-int8.onnx"]
     monkeypatch.setattr(listen, "MODELS_DIR", tmp_path)
     clip = write_clip(tmp_path / "low.wav", LOW_HZ)
-    code, [window], _ = listen_json(capsys, "--file", clip)  # no --model: the log-mel stand-in runs
+    code, [window], _ = listen_json(capsys, "--file", clip)  # no --model: the pair of log-mel stand-ins runs
     assert code == 0 and window["label"] == "low_tone" and window["frontend_ms"] is not None
 
 
-def test_the_quick_start_labels_the_bundled_examples_with_the_shipped_melcnn(capsys):
-    """The README's main command: no --model means the shipped MelCNN int8, and at least two of the three
-    example clips (fold 5, named <class>-<ESC-50 file>) get their own class as the label (the model is right
-    on about five in six fold-5 clips; the README says which example it misses and what it hears)."""
+def test_the_quick_start_labels_the_bundled_examples_with_the_shipped_melcnn_pair(capsys):
+    """The README's main command: no --model means the shipped pair of MelCNN seeds (int8), and at least two of
+    the three example clips (fold 5, named <class>-<ESC-50 file>) get their own class as the label (the pair is
+    right on about five in six fold-5 clips; the README says which example it misses and what it hears)."""
     examples = listen.MODELS_DIR.parent / "examples"
-    assert default_model() == listen.MODELS_DIR / "melcnn-int8.onnx"
-    assert Classifier(default_model()).meta["model_name"] == "melcnn"
+    models = default_models()
+    assert models == [listen.MODELS_DIR / "melcnn-int8.onnx", listen.MODELS_DIR / "melcnn-seed1-int8.onnx"]
+    metas = [Classifier(model).meta for model in models]
+    assert [meta["model_name"] for meta in metas] == ["melcnn", "melcnn"] and metas[0] != metas[1]
     code, windows, err = listen_json(capsys, "--file", examples)
     assert code == 0, err
     expected = {clip.name: clip.name.split("-")[0] for clip in examples.glob("*.ogg")}
     assert len(expected) == 3 and sorted(Path(w["file"]).name for w in windows) == sorted(expected)
     assert sum(w["label"] == expected[Path(w["file"]).name] for w in windows) >= 2
+
+
+def test_models_built_alike_share_one_input_per_window(tone_models, monkeypatch):
+    """A pair of seeds runs the front end once: members with the same front-end parameters share its output,
+    while a waveform model beside them gets its own input."""
+    image, again, waveform = (Classifier(tone_models[kind]) for kind in ("image", "image", "waveform"))
+    calls = []
+    for member in (image, again, waveform):
+        monkeypatch.setattr(member, "features", lambda wave, rate, f=member.features: calls.append(1) or f(wave, rate))
+    pair = averaged([image, again, waveform])
+    inputs = pair.features(tone(HIGH_HZ, 5.0, 22050)[:, 0], 22050)
+    assert len(calls) == 2 and inputs[0] is inputs[1] and inputs[2].shape != inputs[0].shape
+    assert averaged([image]) is image
 
 
 def test_two_models_are_averaged_on_each_window(tone_models, tmp_path, capsys):

@@ -135,15 +135,17 @@ def mic(tmp_path):
 
 
 def start_listener(server: PulseServer, model, *argv) -> subprocess.Popen:
-    """`python -m edge.listen` on the pulse device; returns once it reports that it is listening.
+    """`python -m edge.listen --model MODEL...` on the pulse device (``model``: a file or a list of files averaged);
+    returns once it reports that it is listening.
 
     Ctrl-C is restored for it: a test run started in the background (``pytest &``) has SIGINT ignored,
     and a child would inherit that and never see the Ctrl-C the tests send.
     """
+    models = model if isinstance(model, list) else [model]
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        listener = subprocess.Popen([sys.executable, "-m", "edge.listen", "--model", str(model), "--device", "pulse",
-                                     *map(str, argv)], cwd=REPO, env=server.env, text=True,
+        listener = subprocess.Popen([sys.executable, "-m", "edge.listen", "--model", *map(str, models),
+                                     "--device", "pulse", *map(str, argv)], cwd=REPO, env=server.env, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -224,15 +226,15 @@ def test_device_lost_mid_run_exits_with_a_message(mic, tone_models):
     assert "latency per window median" in err  # what it did before the loss is still reported
 
 
-def real_model():
-    """A trained model from edge/models (or $EDGE_TEST_MODEL), else None."""
+def real_models():
+    """The trained default models from edge/models (or $EDGE_TEST_MODEL), else None."""
     from edge.classifier import ModelFileError
-    from edge.listen import default_model
+    from edge.listen import default_models
 
     if os.environ.get("EDGE_TEST_MODEL"):
-        return Path(os.environ["EDGE_TEST_MODEL"])
+        return [Path(os.environ["EDGE_TEST_MODEL"])]
     try:
-        return default_model()
+        return default_models()
     except ModelFileError:
         return None
 
@@ -262,21 +264,22 @@ def test_live_esc50_clips_with_a_trained_model(mic):
     """Real ESC-50 test-fold clips, each looped for 15 s, are reported as their classes, in order."""
     import soxr
 
-    from edge.classifier import Classifier
+    from edge.classifier import Classifier, averaged
     from train.data.esc50 import read_clips
 
     if not os.environ.get("ESC50_DIR"):
         pytest.skip("set ESC50_DIR to the ESC-50 folder")
-    model = real_model()
-    if model is None:
+    models = real_models()
+    if models is None:
         pytest.skip("no trained model in edge/models (or $EDGE_TEST_MODEL); the tone-model tests cover the path")
-    classifier = Classifier(model)
+    members = [Classifier(model) for model in models]
+    classifier = averaged(members)
     test_fold = [c for c in read_clips(os.environ["ESC50_DIR"]) if c.fold == 5]
     chosen = robust_clips(classifier, test_fold, 3)
-    assert len(chosen) >= 2, f"{model}: fewer than two test-fold clips classified robustly"
+    assert len(chosen) >= 2, f"{models}: fewer than two test-fold clips classified robustly"
     server, feeder = mic
     audio = np.concatenate([np.tile(soxr.resample(wave, rate, MIC_RATE), 3) for _, wave, rate in chosen])
-    listener = start_listener(server, model, "--seconds", len(audio) / MIC_RATE, "--json")
+    listener = start_listener(server, models, "--seconds", len(audio) / MIC_RATE, "--json")
     feeder.play(audio.astype(np.float32))
     code, windows, err = finish(listener, timeout=60 + len(audio) / MIC_RATE)
     assert code == 0, err
