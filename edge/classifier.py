@@ -30,7 +30,7 @@ def open_session(path, threads: int = 1, low_memory: bool = False):
 
     The intra-op threads do not spin after a run: the listener runs a model once a second, and threads left
     spinning take the cores from what runs next, the front end's numpy or a second model of a pair (measured:
-    two MelCNN sessions in turn took 10 ms at 2 threads with spinning, 6.5 ms without).
+    two MelCNN sessions in turn took 10-16 ms at 2 threads with spinning, 6.5-7 ms without).
     """
     import onnxruntime as ort
 
@@ -155,11 +155,7 @@ class Ensemble:
         self.classes, self.clip_seconds, self.sample_rate = first.classes, first.clip_seconds, first.sample_rate
 
     def features(self, waveform: np.ndarray, rate: int) -> list:
-        built = {}
-        for member in self.members:
-            if member.input_recipe not in built:
-                built[member.input_recipe] = member.features(waveform, rate)
-        return [built[member.input_recipe] for member in self.members]
+        return shared_inputs(self.members, waveform, rate)
 
     def infer(self, features: list) -> np.ndarray:
         return np.mean([member.infer(x) for member, x in zip(self.members, features)], axis=0)
@@ -169,6 +165,15 @@ class Ensemble:
 
     def top_k(self, probabilities: np.ndarray, k: int = 3) -> list:
         return top_k(probabilities, self.classes, k)
+
+
+def shared_inputs(classifiers: list, waveform: np.ndarray, rate: int) -> list:
+    """Each classifier's input for the window; classifiers with the same input recipe share one, built once."""
+    built = {}
+    for classifier in classifiers:
+        if classifier.input_recipe not in built:
+            built[classifier.input_recipe] = classifier.features(waveform, rate)
+    return [built[classifier.input_recipe] for classifier in classifiers]
 
 
 def averaged(members: list):

@@ -18,18 +18,19 @@ import numpy as np
 
 from edge.atomic import write_json
 from edge.audio import AudioFileError, load_audio
-from edge.classifier import Classifier, ModelFileError
+from edge.classifier import Classifier, ModelFileError, shared_inputs
 from edge.metadata import ModelMetadataError
 from train.data.esc50 import DatasetError, read_clips
 
 
 def probabilities(classifiers: list, clips) -> np.ndarray:
-    """(models, clips, classes) probabilities; every model sees the same waveform."""
+    """(models, clips, classes) probabilities; every model sees the same waveform, and models built alike (seeds of
+    one recipe) the same input, made once."""
     out = np.zeros((len(classifiers), len(clips), len(classifiers[0].classes)))
     for j, clip in enumerate(clips):
         wave, rate = load_audio(clip.path)
-        for i, classifier in enumerate(classifiers):
-            out[i, j] = classifier.predict(wave, rate)
+        for i, (classifier, x) in enumerate(zip(classifiers, shared_inputs(classifiers, wave, rate))):
+            out[i, j] = classifier.infer(x)
     return out
 
 
