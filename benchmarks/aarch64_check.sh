@@ -73,7 +73,7 @@ cat "$out"
 host_out=$(mktemp)  # the same command on this machine, to compare with
 (cd "$repo" && "$python" -m edge.listen --model "${models[@]}" --file "$audio" --json > "$host_out")
 arch=$(in_root uname -m)
-versions=$(in_root /check/venv/bin/python -c 'import importlib.metadata as m, json, platform; print(json.dumps({"python": platform.python_version(), **{p: m.version(p) for p in ("numpy", "onnxruntime", "sounddevice", "soundfile", "soxr")}}))')
+versions=$(in_root /check/venv/bin/python -c 'import importlib.metadata as m, json, platform; print(json.dumps({"python": platform.python_version(), **{p: m.version(p) for p in ("numpy", "onnxruntime", "scipy", "sounddevice", "soundfile", "soxr")}}))')
 
 cd "$repo" && "$python" - "$arch" "$versions" "$audio" "$boot_s" $((t2 - t1)) $((t3 - t2)) "$out" "$host_out" \
   "${models[@]}" <<'PY'

@@ -1,4 +1,4 @@
-"""The one log-mel front end, shared by training and the edge (numpy + soxr only, no torch/librosa).
+"""The one log-mel front end, shared by training and the edge (numpy, scipy.fft and soxr; no torch/librosa).
 
 waveform, rate -> resample -> fixed 5-s window -> mel power spectrogram (Slaney mel, as
 ``librosa.feature.melspectrogram``) -> dB (``librosa.power_to_db(ref=np.max, top_db=80)``)
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.fft import rfft
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -212,12 +213,15 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int, center: bool = True) -> np.ndarray:
     """|STFT|^2 over the last axis as (..., frames, 1 + n_fft/2); Hann window; frames centred with zero
-    padding (librosa >= 0.10), or with ``center=False`` starting at sample 0."""
+    padding (librosa >= 0.10), or with ``center=False`` starting at sample 0.
+
+    scipy's FFT, not numpy's: on float32 frames it takes the listener's front end from 3.8 to 2.3 ms a window and
+    the default pair's whole window from 9.3 to 7.7 ms, against a budget of 10 (benchmarks/results/stft.json)."""
     x = np.asarray(x, np.float32)
     if center:
         x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(n_fft // 2, n_fft // 2)])
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[..., ::hop_length, :]
-    spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1)
+    spectrum = rfft(frames * hann_window(n_fft), axis=-1)
     return (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32, copy=False)
 
 

@@ -9,7 +9,7 @@ callback only copies blocks into a queue; the main thread downmixes them into a 
 the model, so slow inference shows up as skipped windows, never as dropped audio. ``--file`` streams
 a recording (or every audio file of a folder) through the same ring buffer, so it sees exactly the
 windows the microphone would. Without ``--model`` it runs the first of DEFAULT_MODELS found in edge/models
-(the shipped pair of MelCNN seeds); ``--model A B`` averages any models. Runs with numpy, onnxruntime,
+(the shipped pair of MelCNN seeds); ``--model A B`` averages any models. Runs with numpy, scipy, onnxruntime,
 soundfile, soxr and sounddevice only (the ``edge`` extra).
 """
 from __future__ import annotations

@@ -146,3 +146,20 @@ def test_feature_benchmark_times_each_step_over_the_cache_it_builds(fake_esc50, 
     for name in ("frontend_window", "on_the_fly_item", "cached_item"):
         assert report["results"][name]["median_s"] > 0
     assert report["results"]["precompute_all"]["clips"] == 10 and set(report["targets"]) == set(features.TARGETS_S)
+
+
+def test_stft_benchmark_times_both_ffts_in_turn_and_leaves_the_front_end_on_scipys(tmp_path):
+    import scipy.fft
+
+    import benchmarks.stft as stft_bench
+    import edge.frontend
+
+    out = tmp_path / "stft.json"
+    assert stft_bench.main(["--rounds", "2", "--calls", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for part in ("frontend", "window_at_2_threads"):
+        assert report[part]["numpy"]["median_ms"] > 0 and report[part]["scipy"]["median_ms"] > 0
+        assert report[part]["numpy_over_scipy"] > 0
+    assert report["models"] == "edge/models/melcnn-int8.onnx+edge/models/melcnn-seed1-int8.onnx"
+    assert report["max_probability_difference"] < 1e-3  # the same spectrum, rounded alike
+    assert edge.frontend.rfft is scipy.fft.rfft
