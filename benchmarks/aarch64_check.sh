@@ -6,7 +6,7 @@
 # probabilities of the labels both list).
 #
 # Needs root, network access to deb.debian.org and PyPI, and apt packages qemu-user-static debootstrap.
-# About 10 minutes for debootstrap and 5-15 for pip under emulation on a 2-core x86-64 machine.
+# About 5-15 minutes for debootstrap and 2-8 for pip under emulation on a 2-core x86-64 machine.
 # Usage: sudo bash benchmarks/aarch64_check.sh MODEL.onnx[+MODEL.onnx...] AUDIO_FILE_OR_FOLDER [CHROOT_DIR]
 #   A+B: the models averaged on each window, as `edge.listen --model A B` runs them (the listener's default pair).
 # Writes benchmarks/results/aarch64.json (through edge.atomic) and prints the classification.
@@ -44,7 +44,7 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 cleanup() { umount "$root/proc" "$root/dev" 2>/dev/null || true; rm -f "${out:-}" "${host_out:-}"; }
 trap cleanup EXIT
 
-rm -rf "$root/check/src" && mkdir -p "$root/check/src" "$root/check/data"
+rm -rf "$root/check/src" "$root/check/data" && mkdir -p "$root/check/src" "$root/check/data"  # nothing of an earlier check
 # The package source only (no .venv, runs or data): pyproject.toml, README.md and the three packages.
 tar -C "$repo" --exclude='__pycache__' -cf - pyproject.toml README.md edge train export | tar -C "$root/check/src" -xf -
 chroot_models=()
