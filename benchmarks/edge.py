@@ -24,7 +24,8 @@ import numpy as np
 from edge.atomic import write_json
 from edge.classifier import Classifier, averaged
 from edge.provenance import git_commit
-from benchmarks.measuring import REPO, durations, machine, model_files, model_names, shipped_models, shown_path
+from benchmarks.measuring import (REPO, durations, machine, median_p95_ms, model_files, model_names,
+                                  shipped_models, shown_path)
 
 MODELS = REPO / "edge" / "models"
 EXAMPLES = REPO / "edge" / "examples"
@@ -34,9 +35,7 @@ TARGET_MS = 10.0  # front end + inference per window at 2 threads (issue: the lo
 
 def timed(fn, repeats: int, warmup: int = 5) -> dict:
     """Median and p95 wall time of ``fn()`` in milliseconds."""
-    times = 1000 * np.array(durations(lambda i: fn(), repeats, warmup))
-    return {"median_ms": round(float(np.median(times)), 3), "p95_ms": round(float(np.percentile(times, 95)), 3),
-            "repeats": repeats}
+    return {**median_p95_ms(durations(lambda i: fn(), repeats, warmup)), "repeats": repeats}
 
 
 def window(rate: int = 44100, seconds: float = 5.0) -> np.ndarray:

@@ -26,6 +26,12 @@ def durations(fn, repeats: int, warmup: int = 0) -> list:
     return times
 
 
+def median_p95_ms(seconds: list) -> dict:
+    """Median and 95th percentile of durations in seconds, in milliseconds (3 decimals)."""
+    ms = 1000 * np.asarray(seconds)
+    return {"median_ms": round(float(np.median(ms)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
+
+
 def shown_path(path: Path) -> str:
     """A file as a report records it: relative to the repository, else its name alone (never a host path)."""
     path = Path(path).resolve()

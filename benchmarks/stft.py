@@ -19,7 +19,7 @@ import scipy.fft
 
 import edge.frontend
 from benchmarks.edge import window
-from benchmarks.measuring import REPO, durations, machine, shown_path
+from benchmarks.measuring import REPO, durations, machine, median_p95_ms, shown_path
 from edge.atomic import write_json
 from edge.classifier import Classifier, averaged
 from edge.listen import default_models
@@ -48,14 +48,14 @@ def main(argv=None) -> int:
                 edge.frontend.rfft = rfft  # what power_spectrogram calls
                 times[name, "frontend"] += durations(lambda i: models.features(signal, 44100), args.calls, warmup=2)
                 times[name, "window"] += durations(lambda i: models.predict(signal, 44100), args.calls)
-                probabilities[name] = models.predict(signal, 44100)
+        for name, rfft in FFTS.items():
+            edge.frontend.rfft = rfft
+            probabilities[name] = models.predict(signal, 44100)
     finally:
         edge.frontend.rfft = scipy.fft.rfft
 
     def summary(part: str) -> dict:
-        ms = {name: 1000 * np.array(times[name, part]) for name in FFTS}
-        out = {name: {"median_ms": round(float(np.median(t)), 3), "p95_ms": round(float(np.percentile(t, 95)), 3)}
-               for name, t in ms.items()}
+        out = {name: median_p95_ms(times[name, part]) for name in FFTS}
         out["numpy_over_scipy"] = round(out["numpy"]["median_ms"] / out["scipy"]["median_ms"], 2)
         return out
 
