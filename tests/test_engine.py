@@ -61,7 +61,13 @@ def test_two_stages_write_the_run_outputs(tmp_path):
     metrics = trainer.finish()
 
     assert {p.name for p in tmp_path.iterdir()} >= {"best.pt", "last.pt", "metrics.json", "curves.png",
-                                                    "confusion.png"}
+                                                    "confusion.png", "test_probabilities.json"}
+    saved = json.loads((tmp_path / "test_probabilities.json").read_text())
+    probabilities = torch.tensor(saved["probabilities"])
+    assert saved["classes"] == list("abcd") and probabilities.shape == (8, 4)
+    assert torch.allclose(probabilities.sum(1), torch.ones(8), atol=1e-3)
+    hits = (probabilities.argmax(1) == torch.tensor(saved["targets"])).float().mean().item()
+    assert hits == pytest.approx(metrics["test_accuracy"])
     assert [r["stage"] for r in metrics["epochs"]] == ["head", "all"]
     assert len(metrics["epochs"][1]["lr"]) == 2
     assert json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -261,3 +262,10 @@ def test_ensemble_cli_averages_finished_runs(fake_esc50, tmp_path, capsys):
     assert "trained on fold 3" in capsys.readouterr().err
     assert ensemble_main([run_dirs[0], str(tmp_path / "nothing")]) == 2
     assert "no metrics.json" in capsys.readouterr().err
+    # a results folder keeps no weights: its saved test-fold probabilities give the same ensemble
+    for run in run_dirs:
+        (Path(run) / "best.pt").unlink()
+    assert ensemble_main([*run_dirs, "--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "saved.json")]) == 0
+    assert json.loads((tmp_path / "saved.json").read_text()) == result
+    assert ensemble_main([*run_dirs, "--data", str(fake_esc50), "--fold", "4"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

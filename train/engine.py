@@ -49,6 +49,7 @@ schedule nor the weight average. Channels-last is used on CUDA only; everything 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import random
@@ -67,6 +68,7 @@ from edge.provenance import cpu_features, cpu_name, git_commit
 from train.plots import plot_confusion, plot_curves, plot_lr_find
 
 CHECKPOINT_FORMAT = 1
+TEST_PROBABILITIES = "test_probabilities.json"
 
 
 # --------------------------------------------------------------------------- small utilities
@@ -385,17 +387,18 @@ class Trainer:
         """Loss, accuracy, predictions and targets of ``model`` (default: the current model) on ``dataset``."""
         model = self.model if model is None else model
         model.eval()
-        losses, preds, targets = [], [], []
+        losses, probabilities, targets = [], [], []
         for x, y in self._bar(self._loader(dataset, train=False), desc):
             x, y = self._to_device(x, y)
             with self._autocast():
                 logits = model(x)
             losses.append(F.cross_entropy(logits.float(), y, reduction="sum").item())
-            preds.append(logits.argmax(1).cpu())
+            probabilities.append(logits.float().softmax(1).cpu())
             targets.append(y.cpu())
-        preds, targets = torch.cat(preds).numpy(), torch.cat(targets).numpy()
+        probabilities, targets = torch.cat(probabilities).numpy(), torch.cat(targets).numpy()
+        preds = probabilities.argmax(1)
         return {"loss": sum(losses) / len(targets), "accuracy": float((preds == targets).mean()),
-                "predictions": preds, "targets": targets}
+                "predictions": preds, "probabilities": probabilities, "targets": targets}
 
     def fit(self, stage: str, param_groups, epochs: int, *, optimizer: str = "adamw",
             weight_decay: float = 1e-2, schedule: str = "onecycle", pct_start: float = 0.3) -> list:
@@ -496,7 +499,8 @@ class Trainer:
     # ----------------------------------------------------------------- final evaluation
 
     def finish(self) -> dict:
-        """Evaluate the test fold once with ``best.pt`` and write metrics.json, curves.png, confusion.png."""
+        """Evaluate the test fold once with ``best.pt`` and write metrics.json, test_probabilities.json,
+        curves.png, confusion.png."""
         best = load_best(self.run_dir, map_location=self.device)
         self.model.load_state_dict(best["state_dict"])
         test = self.evaluate(self.test_set, "test")
@@ -523,10 +527,20 @@ class Trainer:
             "torch": torch.__version__,
         }
         write_json(metrics, self.run_dir / "metrics.json")
+        write_test_probabilities(test, classes, self.run_dir / TEST_PROBABILITIES)
         plot_curves(self.history, self.run_dir / "curves.png", title=self.run_dir.name)
         plot_confusion(confusion, classes, self.run_dir / "confusion.png",
                        title=f"{self.run_dir.name}: test accuracy {test['accuracy']:.3f}")
         return metrics
+
+
+def write_test_probabilities(test: dict, classes: list, path: Path) -> None:
+    """Each test clip's class probabilities (test-fold clips in meta/esc50.csv order), on one line: kept with
+    the run's results, they let `python -m train.ensemble` average runs whose weights are gone."""
+    rows = [[round(float(p), 4) for p in row] for row in test["probabilities"]]
+    data = {"classes": classes, "targets": [int(t) for t in test["targets"]], "probabilities": rows}
+    with staged(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, separators=(",", ":")) + "\n")
 
 
 def format_epoch(row: dict) -> str:

@@ -3,6 +3,7 @@ experimentation": combine the waveform and the spectrogram model)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ import torch
 from edge.frontend import FrontEnd
 from edge.metadata import LOG_MEL_IMAGE, WAVEFORM
 from train.data.esc50 import parse_splits, read_clips
-from train.engine import load_best, resolve_device
+from train.engine import TEST_PROBABILITIES, load_best, resolve_device
 from train.models import model_from_checkpoint
 from train.runs import run_split
 
@@ -41,11 +42,17 @@ def fold_set(checkpoint: dict, data_dir, fold: int, log_mels=None):
 def probabilities(run_dir, data_dir, device="auto", batch_size: int = 32, log_mels=None,
                   fold: int | None = None) -> tuple:
     """(softmax probabilities (N, classes), targets (N,), classes) of a run's best.pt on ``fold`` (default: its test
-    fold)."""
+    fold). On its test fold, the probabilities the run saved when it was tested, if it has them: what its
+    metrics.json reports, and all a results folder without weights keeps."""
+    test_fold = parse_splits(run_split(run_dir))[0].test_fold
+    fold = test_fold if fold is None else fold
+    saved = Path(run_dir) / TEST_PROBABILITIES
+    if fold == test_fold and saved.is_file():
+        data = json.loads(saved.read_text())
+        return np.asarray(data["probabilities"], dtype=np.float32), np.asarray(data["targets"]), data["classes"]
     device = resolve_device(device)
     checkpoint = load_best(run_dir)
     model = model_from_checkpoint(checkpoint).to(device)
-    fold = parse_splits(run_split(run_dir))[0].test_fold if fold is None else fold
     dataset = fold_set(checkpoint, data_dir, fold, log_mels)
     probs, targets = [], []
     for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
