@@ -2,6 +2,7 @@
 
     python -m export.evaluate edge/models/melcnn-int8.onnx edge/models/audionet-int8.onnx \\
         --data data/ESC-50 --folds 4,5 --out results/ensemble.json
+    python -m export.evaluate seed0.onnx seed1.onnx seed2.onnx --data data/ESC-50 --combinations 2,3
 
 Every clip's 5-s window goes through edge.classifier.Classifier, the listener's own code; the ensemble
 averages the models' probabilities. Choose on fold 4 (the validation fold of the book split) and only
@@ -10,6 +11,7 @@ report fold 5, where the models are tested.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -34,8 +36,19 @@ def probabilities(classifiers: list, clips) -> np.ndarray:
     return out
 
 
-def evaluate(model_paths: list, data, folds: list) -> dict:
-    """{"models": [...], "folds": {fold: {"clips", "accuracy" per model, "ensemble"}}}."""
+def combination_accuracy(names: list, probs: np.ndarray, targets: np.ndarray, size: int) -> dict:
+    """Accuracy of every ensemble of ``size`` of the models (their names joined by "+"), with the mean and the
+    sample std over those ensembles: how a recipe's ensembles of that size fare, not one lucky draw."""
+    scores = {"+".join(names[i] for i in chosen): float(np.mean(probs[list(chosen)].mean(0).argmax(1) == targets))
+              for chosen in itertools.combinations(range(len(names)), size)}
+    values = list(scores.values())
+    return {"ensembles": scores, "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+
+
+def evaluate(model_paths: list, data, folds: list, sizes: tuple = ()) -> dict:
+    """{"models": [...], "folds": {fold: {"clips", "accuracy" per model, "ensemble", "combinations"}}};
+    "combinations" (only with ``sizes``) holds, per size, every ensemble of that many of the models."""
     classifiers = [Classifier(path) for path in model_paths]
     names = [str(path) for path in model_paths]
     if any(c.classes != classifiers[0].classes for c in classifiers):
@@ -54,17 +67,29 @@ def evaluate(model_paths: list, data, folds: list) -> dict:
             "accuracy": {name: float(np.mean(p.argmax(1) == targets)) for name, p in zip(names, probs)},
             "ensemble": float(np.mean(probs.mean(0).argmax(1) == targets)) if len(probs) > 1 else None,
         }
+        if sizes:
+            result["folds"][str(fold)]["combinations"] = {
+                str(size): combination_accuracy(names, probs, targets, size) for size in sizes}
     return result
 
 
-def fold_list(text: str) -> list:
+def numbers(text: str, lowest: int, highest: int, what: str) -> tuple:
+    """Comma-separated integers in [lowest, highest], for --folds and --combinations."""
     try:
-        folds = [int(f) for f in text.split(",")]
+        values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        folds = []
-    if not folds or not all(1 <= f <= 5 for f in folds):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected fold numbers 1-5 separated by commas, e.g. 4,5")
-    return folds
+        values = ()
+    if not values or not all(lowest <= v <= highest for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {what} separated by commas")
+    return values
+
+
+def fold_list(text: str) -> list:
+    return list(numbers(text, 1, 5, "fold numbers 1-5, e.g. 4,5"))
+
+
+def size_list(text: str) -> tuple:
+    return numbers(text, 2, 99, "ensemble sizes of 2 or more, e.g. 2,3")
 
 
 def main(argv=None) -> int:
@@ -72,10 +97,14 @@ def main(argv=None) -> int:
     p.add_argument("models", nargs="+", type=Path, help="exported ONNX files (python -m export.to_onnx)")
     p.add_argument("--data", required=True, help="ESC-50 folder (meta/esc50.csv + audio/)")
     p.add_argument("--folds", type=fold_list, default=[4], help="comma-separated folds (default 4: choose there)")
+    p.add_argument("--combinations", type=size_list, default=(), metavar="K[,K]",
+                   help="also score every ensemble of K of the models, e.g. 2,3 for all pairs and trios")
     p.add_argument("--out", type=Path, help="also write the result to this JSON file")
     args = p.parse_args(argv)
+    if any(size > len(args.models) for size in args.combinations):
+        p.error(f"--combinations: at most {len(args.models)}, the number of models given")
     try:
-        result = evaluate(args.models, args.data, args.folds)
+        result = evaluate(args.models, args.data, args.folds, args.combinations)
     except (ModelFileError, ModelMetadataError, DatasetError, AudioFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
