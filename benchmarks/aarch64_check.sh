@@ -8,7 +8,7 @@
 # Needs root, network access to deb.debian.org and PyPI, and apt packages qemu-user-static debootstrap.
 # About 5-15 minutes for debootstrap and 2-8 for pip under emulation on a 2-core x86-64 machine.
 # Usage: sudo bash benchmarks/aarch64_check.sh MODEL.onnx[+MODEL.onnx...] AUDIO_FILE_OR_FOLDER [CHROOT_DIR]
-#   A+B: the models averaged on each window, as `edge.listen --model A B` runs them (the listener's default pair).
+#   A+B: the models averaged on each window, as `edge.listen --model A B` runs them (the listener's default set).
 # Writes benchmarks/results/aarch64.json (through edge.atomic) and prints the classification.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)

@@ -356,7 +356,7 @@ def main(argv=None) -> int:
     p.add_argument("--conditions", nargs="+", metavar="NAME", choices=[c.name for c in CONDITIONS],
                    help="only these conditions (clean and the dataset clip are always included); default all")
     p.add_argument("--models", nargs="+", type=model_files, metavar="MODEL[+MODEL]",
-                   help="ONNX models (default: every model in edge/models/, and edge.listen's default pair); "
+                   help="ONNX models (default: every model in edge/models/, and edge.listen's default set); "
                         "A.onnx+B.onnx is a pair, their probabilities averaged on each window as edge.listen "
                         "--model A.onnx B.onnx does")
     p.add_argument("--clips", type=int, help="only the first N clips of the fold (a quick look; the JSON says so)")

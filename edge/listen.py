@@ -9,7 +9,7 @@ callback only copies blocks into a queue; the main thread downmixes them into a 
 the model, so slow inference shows up as skipped windows, never as dropped audio. ``--file`` streams
 a recording (or every audio file of a folder) through the same ring buffer, so it sees exactly the
 windows the microphone would. Without ``--model`` it runs the first of DEFAULT_MODELS found in edge/models
-(the shipped pair of MelCNN seeds); ``--model A B`` averages any models. Runs with numpy, scipy, onnxruntime,
+(three shipped MelCNN seeds); ``--model A B`` averages any models. Runs with numpy, scipy, onnxruntime,
 soundfile, soxr and sounddevice only (the ``edge`` extra).
 """
 from __future__ import annotations
@@ -36,7 +36,8 @@ DEVICE_TIMEOUT_S = 3.0  # no audio for this long: the device is gone
 LATENCY_HISTORY = 10000  # windows kept for the latency statistics (bounded for long runs)
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 # without --model: the first of these whose files are all in edge/models (their probabilities averaged)
-DEFAULT_MODELS = (("melcnn-int8.onnx", "melcnn-seed1-int8.onnx"), ("melcnn-int8.onnx",), ("audionet-int8.onnx",))
+DEFAULT_MODELS = (("melcnn-int8.onnx", "melcnn-seed1-int8.onnx", "melcnn-seed2-int8.onnx"),
+                  ("melcnn-int8.onnx", "melcnn-seed1-int8.onnx"), ("melcnn-int8.onnx",), ("audionet-int8.onnx",))
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
 GATE_FRAME_S = 0.05  # the silence gate compares the levels of 50-ms frames
 FLOOR_SECONDS = 30.0  # the noise floor is the quietest background heard over this long
@@ -57,7 +58,8 @@ class DeviceLost(ListenError):
 
 def default_models(folder: Path | None = None) -> list:
     """The models used without ``--model``: the first set of DEFAULT_MODELS whose files are all in ``folder``
-    (edge/models). A pair of seeds is the default because it gains a point over one seed at one more inference."""
+    (edge/models). Three seeds of one recipe are the default: on a fold none of them trained on, a pair gained
+    1.8 points over one seed and three 0.6 over a pair, at one inference more each (docs/experiments.md)."""
     folder = MODELS_DIR if folder is None else folder
     for names in DEFAULT_MODELS:
         if all((folder / name).is_file() for name in names):

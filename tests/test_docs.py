@@ -29,7 +29,7 @@ def test_the_link_finder_sees_links_and_images_but_not_urls():
     assert relative_links(text) == ["docs/x.md", "img.png"]
 
 
-@pytest.mark.parametrize("name", ["melcnn", "melcnn-seed1", "audionet"])
+@pytest.mark.parametrize("name", ["melcnn", "melcnn-seed1", "melcnn-seed2", "audionet"])
 def test_the_edge_results_describe_the_shipped_model_files(name):
     """Replacing a shipped model without rerunning its export report, benchmarks.edge and the aarch64
     check would leave the README quoting another model's numbers."""

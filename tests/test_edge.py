@@ -357,8 +357,8 @@ def test_folder_without_audio_is_an_error(tone_models, tmp_path, capsys):
     assert f"{tmp_path}: folder holds no audio files" in capsys.readouterr().err
 
 
-def test_default_models_prefer_the_melcnn_pair_then_one_melcnn_then_audionet(tone_models, tmp_path, monkeypatch,
-                                                                             capsys):
+def test_default_models_prefer_three_melcnn_seeds_then_two_then_one_then_audionet(tone_models, tmp_path,
+                                                                                  monkeypatch, capsys):
     with pytest.raises(ModelFileError, match="no --model given and no default model in .*export one"):
         default_models(tmp_path)
     (tmp_path / "audionet-int8.onnx").write_bytes(Path(tone_models["waveform"]).read_bytes())
@@ -367,21 +367,24 @@ def test_default_models_prefer_the_melcnn_pair_then_one_melcnn_then_audionet(ton
     assert default_models(tmp_path) == [tmp_path / "melcnn-int8.onnx"]
     (tmp_path / "melcnn-seed1-int8.onnx").write_bytes(Path(tone_models["image"]).read_bytes())
     assert default_models(tmp_path) == [tmp_path / "melcnn-int8.onnx", tmp_path / "melcnn-seed1-int8.onnx"]
+    (tmp_path / "melcnn-seed2-int8.onnx").write_bytes(Path(tone_models["image"]).read_bytes())
+    assert default_models(tmp_path) == [tmp_path / f"melcnn{seed}-int8.onnx" for seed in ("", "-seed1", "-seed2")]
     monkeypatch.setattr(listen, "MODELS_DIR", tmp_path)
     clip = write_clip(tmp_path / "low.wav", LOW_HZ)
-    code, [window], _ = listen_json(capsys, "--file", clip)  # no --model: the pair of log-mel stand-ins runs
+    code, [window], _ = listen_json(capsys, "--file", clip)  # no --model: the three log-mel stand-ins run
     assert code == 0 and window["label"] == "low_tone" and window["frontend_ms"] is not None
 
 
-def test_the_quick_start_labels_the_bundled_examples_with_the_shipped_melcnn_pair(capsys):
-    """The README's main command: no --model means the shipped pair of MelCNN seeds (int8), and at least two of
-    the three example clips (fold 5, named <class>-<ESC-50 file>) get their own class as the label (the pair is
-    right on about five in six fold-5 clips; the README says which example it misses and what it hears)."""
+def test_the_quick_start_labels_the_bundled_examples_with_the_shipped_melcnn_seeds(capsys):
+    """The README's main command: no --model means the three shipped MelCNN seeds (int8), and at least two of
+    the three example clips (fold 5, named <class>-<ESC-50 file>) get their own class as the label (the three are
+    right on about five in six fold-5 clips; the README says which example they miss and what they hear)."""
     examples = listen.MODELS_DIR.parent / "examples"
     models = default_models()
-    assert models == [listen.MODELS_DIR / "melcnn-int8.onnx", listen.MODELS_DIR / "melcnn-seed1-int8.onnx"]
+    assert models == [listen.MODELS_DIR / f"melcnn{seed}-int8.onnx" for seed in ("", "-seed1", "-seed2")]
     metas = [Classifier(model).meta for model in models]
-    assert [meta["model_name"] for meta in metas] == ["melcnn", "melcnn"] and metas[0] != metas[1]
+    assert [meta["model_name"] for meta in metas] == ["melcnn"] * 3
+    assert metas[0] != metas[1] != metas[2] != metas[0]  # three trainings, not one file thrice
     code, windows, err = listen_json(capsys, "--file", examples)
     assert code == 0, err
     expected = {clip.name: clip.name.split("-")[0] for clip in examples.glob("*.ogg")}
