@@ -384,7 +384,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, dataset, desc: str = "eval", model: nn.Module | None = None) -> dict:
-        """Loss, accuracy, predictions and targets of ``model`` (default: the current model) on ``dataset``."""
+        """Loss, accuracy, predictions, probabilities and targets of ``model`` (default: the current model) on
+        ``dataset``."""
         model = self.model if model is None else model
         model.eval()
         losses, probabilities, targets = [], [], []
