@@ -23,7 +23,8 @@ def staged(path):
         tmp.unlink(missing_ok=True)
 
 
-def write_json(data, path) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically."""
+def write_json(data, path, compact: bool = False) -> None:
+    """Write ``data`` as JSON to ``path`` atomically: indented, or ``compact`` on one line (large arrays)."""
+    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=2)
     with staged(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
+        Path(tmp).write_text(text + "\n")

@@ -49,7 +49,6 @@ schedule nor the weight average. Channels-last is used on CUDA only; everything 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import random
@@ -540,8 +539,7 @@ def write_test_probabilities(test: dict, classes: list, path: Path) -> None:
     the run's results, they let `python -m train.ensemble` average runs whose weights are gone."""
     rows = [[round(float(p), 4) for p in row] for row in test["probabilities"]]
     data = {"classes": classes, "targets": [int(t) for t in test["targets"]], "probabilities": rows}
-    with staged(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    write_json(data, path, compact=True)
 
 
 def format_epoch(row: dict) -> str:
