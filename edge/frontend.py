@@ -215,8 +215,9 @@ def power_spectrogram(x: np.ndarray, n_fft: int, hop_length: int, center: bool =
     """|STFT|^2 over the last axis as (..., frames, 1 + n_fft/2); Hann window; frames centred with zero
     padding (librosa >= 0.10), or with ``center=False`` starting at sample 0.
 
-    scipy's FFT, not numpy's: with numpy's, the listener's front end took 1.65 times as long (3.3 against 2.0 ms a
-    window) and a pair of seeds' whole window 7.9 against 6.4 ms, of a 10-ms budget (benchmarks/results/stft.json)."""
+    scipy's FFT, not numpy's: with numpy's, the listener's front end took 1.67 times as long (3.4 against 2.0 ms a
+    window) and the default three seeds' whole window 10.2 against 8.6 ms, of a 10-ms budget
+    (benchmarks/results/stft.json)."""
     x = np.asarray(x, np.float32)
     if center:
         x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(n_fft // 2, n_fft // 2)])
