@@ -119,7 +119,7 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
     # settings added after that run, at the values that do what it did
     added_since = {"frequency_position": False, "consistency": 0.0, "freq_mixstyle": 0.0, "teacher_views": "crop",
                    "teacher_temperature": 1.0, "residual": False, "sub_bands": 1, "device_copies": 0,
-                   "hop_length": 512}
+                   "hop_length": 512, "stem_pool": 2}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
@@ -212,7 +212,20 @@ def test_sub_spectral_norm_normalises_each_group_of_bins_on_its_own():
         configure(["--widths", "4,4,4,4,4,4,4,4"])
 
 
-@pytest.mark.parametrize("kwargs", [{"pooling": "median"}, {"widths": ()}, {"widths": (8, 0)}])
+def test_a_stem_pool_of_4_gives_a_128_band_image_the_64_band_networks_later_shapes():
+    """The first stage sees 128 bands; from its pooling on, every shape is the recipe's on 64 bands."""
+    fine, recipe = MelCNN(n_classes=3, widths=(4, 8), stem_pool=4), MelCNN(n_classes=3, widths=(4, 8))
+    first_stage = slice(0, 7)  # two (conv, BatchNorm, ReLU) and the pooling
+    assert fine.features[0](torch.zeros(1, 2, 128, 216)).shape[2] == 128
+    assert (fine.features[first_stage](torch.zeros(1, 2, 128, 216)).shape
+            == recipe.features[first_stage](torch.zeros(1, 2, 64, 216)).shape == (1, 4, 32, 108))
+    assert fine(torch.randn(2, 2, 128, 108)).shape == (2, 3)
+    assert configure(["--mel-bands", "128", "--stem-pool", "4"]).stem_pool == 4 and configure([]).stem_pool == 2
+    with pytest.raises(ValueError, match="--widths: 7 stages"):
+        configure(["--stem-pool", "4", "--widths", "4,4,4,4,4,4,4"])  # 64 bands: 7 stages leave less than a bin
+
+
+@pytest.mark.parametrize("kwargs", [{"pooling": "median"}, {"widths": ()}, {"widths": (8, 0)}, {"stem_pool": 3}])
 def test_bad_model_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         MelCNN(**kwargs)
@@ -469,6 +482,7 @@ def test_a_residual_melcnn_run_trains_with_time_cutmix(fake_esc50, tmp_path):
 @pytest.mark.parametrize("flags, image_shape", [(["--sample-rate", "44100"], (2, 64, 216)),
                                                  (["--mel-bands", "128", "--freq-mask", "16"], (2, 128, 216)),
                                                  (["--hop-length", "256", "--time-mask", "48"], (2, 64, 431)),
+                                                 (["--mel-bands", "128", "--stem-pool", "4"], (2, 128, 216)),
                                                  (["--compression", "pcen"], (1, 64, 216)),
                                                  (["--compression", "db"], (1, 64, 216)),
                                                  (["--compression", "db+pcen+dereverb"], (3, 64, 216))])

@@ -86,6 +86,7 @@ FRONTEND = melcnn_frontend()
 POOLINGS = ("mean", "mean+max", "mean+attention")
 # The recipe's network, the defaults of both MelCNN and MelCNNConfig.
 WIDTHS, DROPOUT, POOLING = (24, 48, 96, 192), 0.3, "mean+max"
+STEM_POOLS = (2, 4)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class MelCNNConfig(TrainingConfig):
     pooling: str = POOLING
     residual: bool = False  # a shortcut around each stage's two convolutions (MelCNN)
     sub_bands: int = 1  # frequency groups each BatchNorm normalises on its own (MelCNN's SubSpectralNorm); 1 = off
+    stem_pool: int = 2  # bands the first stage's pooling merges into one (MelCNN); 4 with 128 bands: a 64-band trunk
     frequency_position: bool = False  # a channel telling the network which band it looks at (MelCNN)
     freq_mixstyle: float = 0.0  # probability per batch of Freq-MixStyle (train.augment.FreqMixStyle); 0 = off
     speed: float = 1.0  # training clips played at a speed in [1 / speed, speed]; 1 = off
@@ -137,9 +139,11 @@ class MelCNNConfig(TrainingConfig):
         super().__post_init__()
         self.frontend()  # refuses what it has no front end for
         check_range("--speed", self.speed, 1)
-        smallest_bins = self.mel_bands / 2 ** (len(self.widths) - 1)  # of the last stage's convolutions
+        if self.stem_pool not in STEM_POOLS:
+            raise ValueError(f"--stem-pool must be one of {STEM_POOLS}, not {self.stem_pool}")
+        smallest_bins = self.mel_bands * 2 / self.stem_pool / 2 ** (len(self.widths) - 1)  # the last stage's
         if smallest_bins < 1:
-            raise ValueError(f"--widths: {len(self.widths)} stages halve {self.mel_bands} mel bands to less than a bin")
+            raise ValueError(f"--widths: {len(self.widths)} stages pool {self.mel_bands} mel bands to less than a bin")
         if self.sub_bands < 1 or (self.sub_bands > 1 and self.residual) or smallest_bins % self.sub_bands:
             raise ValueError(f"--sub-bands must be >= 1, divide every stage's frequency bins (the last stage has "
                              f"{smallest_bins:g}) and be 1 with --residual, not {self.sub_bands}")
@@ -244,14 +248,17 @@ class MelCNN(nn.Module):
     Convolutions do not know which band they look at (only the zero padding at the edges tells them);
     ``frequency_position`` adds a channel that holds each band's place from -1 (lowest) to 1 (highest), as
     frequency-aware CNNs do (Koutini et al. 2019), so that the same shape can mean different sounds low and high.
-    It stayed within the recipe's seeds on fold 4, so it is off by default (docs/experiments.md). ``residual`` adds
+    It stayed within the recipe's seeds on fold 4, so it is off by default (docs/experiments.md). ``stem_pool`` 4
+    pools the first stage's output 4 x 2 (frequency x time) instead of 2 x 2: on a 128-band image the first stage
+    sees twice the frequency resolution and every later stage the 64-band network's shapes, at 1.2 times its MACs
+    (128 bands throughout: twice). ``residual`` adds
     a shortcut around each stage's two convolutions (ResidualPair: level with the recipe on fold 4); ``sub_bands``
     > 1 normalises each of that many groups of bins on its own (SubSpectralNorm: 2.4 points under it).
     """
 
     def __init__(self, n_classes: int = 50, widths: tuple = WIDTHS, dropout: float = DROPOUT,
                  pooling: str = POOLING, in_channels: int = FRONTEND.channels, frequency_position: bool = False,
-                 residual: bool = False, sub_bands: int = 1):
+                 residual: bool = False, sub_bands: int = 1, stem_pool: int = 2):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
@@ -261,12 +268,14 @@ class MelCNN(nn.Module):
             raise ValueError(f"sub_bands must be >= 1, and 1 with residual stages, not {sub_bands}")
         self.frequency_position = frequency_position
         layers, channels = [], in_channels + int(frequency_position)
-        for width in widths:
+        if stem_pool not in STEM_POOLS:
+            raise ValueError(f"stem_pool must be one of {STEM_POOLS}, not {stem_pool!r}")
+        for stage, width in enumerate(widths):
+            pool = nn.AvgPool2d((stem_pool, 2) if stage == 0 else 2)
             if residual:
-                layers += [ResidualPair(channels, width), nn.AvgPool2d(2)]
+                layers += [ResidualPair(channels, width), pool]
             else:
-                layers += (_conv_bn_relu(channels, width, sub_bands) + _conv_bn_relu(width, width, sub_bands)
-                           + [nn.AvgPool2d(2)])
+                layers += _conv_bn_relu(channels, width, sub_bands) + _conv_bn_relu(width, width, sub_bands) + [pool]
             channels = width
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
@@ -380,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--sub-bands", type=int, default=d.sub_bands, metavar="S",
                        help="normalise each of S equal groups of frequency bins with statistics of their own "
                             "(sub-spectral normalisation; 1 = BatchNorm); the bins of every stage must divide by S")
+    group.add_argument("--stem-pool", type=int, choices=STEM_POOLS, default=d.stem_pool,
+                       help="bands the first stage's pooling merges into one; 4 with --mel-bands 128 gives the first "
+                            "stage the fine bands and every later stage the 64-band network's shapes (1.2x the MACs)")
     group.add_argument("--frequency-position", action=argparse.BooleanOptionalAction, default=d.frequency_position,
                        help="give the network a channel holding each mel band's place (a frequency-aware CNN)")
     group.add_argument("--freq-mixstyle", type=float, default=d.freq_mixstyle, metavar="P",
@@ -463,7 +475,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     model_kwargs = {"n_classes": len(class_names(clips)), "widths": list(config.widths), "dropout": config.dropout,
                     "pooling": config.pooling, "in_channels": frontend.channels,
                     "frequency_position": config.frequency_position, "residual": config.residual,
-                    "sub_bands": config.sub_bands}
+                    "sub_bands": config.sub_bands, "stem_pool": config.stem_pool}
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
