@@ -223,6 +223,7 @@ def test_a_stem_pool_of_4_gives_a_128_band_image_the_64_band_networks_later_shap
     assert configure(["--mel-bands", "128", "--stem-pool", "4"]).stem_pool == 4 and configure([]).stem_pool == 2
     with pytest.raises(ValueError, match="--widths: 7 stages"):
         configure(["--stem-pool", "4", "--widths", "4,4,4,4,4,4,4"])  # 64 bands: 7 stages leave less than a bin
+    assert configure(["--stem-pool", "4", "--widths", "4", "--sub-bands", "64"]).sub_bands == 64  # pools after it
 
 
 @pytest.mark.parametrize("kwargs", [{"pooling": "median"}, {"widths": ()}, {"widths": (8, 0)}, {"stem_pool": 3}])

@@ -141,7 +141,8 @@ class MelCNNConfig(TrainingConfig):
         check_range("--speed", self.speed, 1)
         if self.stem_pool not in STEM_POOLS:
             raise ValueError(f"--stem-pool must be one of {STEM_POOLS}, not {self.stem_pool}")
-        smallest_bins = self.mel_bands * 2 / self.stem_pool / 2 ** (len(self.widths) - 1)  # the last stage's
+        # bins of the last stage's convolutions: the first stage pools stem_pool bands into one, every later one 2
+        smallest_bins = self.mel_bands / (self.stem_pool * 2 ** (len(self.widths) - 2) if len(self.widths) > 1 else 1)
         if smallest_bins < 1:
             raise ValueError(f"--widths: {len(self.widths)} stages pool {self.mel_bands} mel bands to less than a bin")
         if self.sub_bands < 1 or (self.sub_bands > 1 and self.residual) or smallest_bins % self.sub_bands:
