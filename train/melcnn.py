@@ -253,7 +253,7 @@ class MelCNN(nn.Module):
     pools the first stage's output 4 x 2 (frequency x time) instead of 2 x 2: on a 128-band image the first stage
     sees twice the frequency resolution and every later stage the 64-band network's shapes, at 1.2 times its MACs
     (128 bands throughout: twice); its two 300-epoch cv4 seeds passed their fold-4 rule (0.7 points over the recipe's
-    seeds alone), but it stays off by default until its folds-1-4 seeds are tested on fold 5. ``residual`` adds a
+    seeds alone), and it stays off by default only until runs with it back the README's rows. ``residual`` adds a
     shortcut around each stage's two convolutions (ResidualPair: level with the recipe on fold 4); ``sub_bands`` > 1
     normalises each of that many groups of bins on its own (SubSpectralNorm: 2.4 points under it).
     """
