@@ -252,8 +252,8 @@ class MelCNN(nn.Module):
     It stayed within the recipe's seeds on fold 4, so it is off by default (docs/experiments.md). ``stem_pool`` 4
     pools the first stage's output 4 x 2 (frequency x time) instead of 2 x 2: on a 128-band image the first stage
     sees twice the frequency resolution and every later stage the 64-band network's shapes, at 1.2 times its MACs
-    (128 bands throughout: twice); it led the recipe's seeds on fold 4 by 0.7 points and was level with them on fold 5,
-    so it is off by default: the defaults train what the edge ships, 64 bands. ``residual`` adds a
+    (128 bands throughout: twice); it led the recipe's seeds on fold 4 by 0.7 points (fold 5: level). It is off by
+    default because the defaults train what the edge ships, 64 bands. ``residual`` adds a
     shortcut around each stage's two convolutions (ResidualPair: level with the recipe on fold 4); ``sub_bands`` > 1
     normalises each of that many groups of bins on its own (SubSpectralNorm: 2.4 points under it).
     """
