@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import export.to_onnx as to_onnx
 from edge.classifier import Classifier
 from edge.frontend import a_weighting_db, mel_band_edges_hz
 from edge.metadata import LOG_MEL_IMAGE
-from train import crop_averaging, weight_average
+from train import crop_averaging, precise_bn, weight_average
 from train.augment import (BetweenClassMel, FreqMixStyle, MelSpeedChange, RecordingConditions, TimeCutMix, TimeShift,
                            build_mix)
 from train.crop_averaging import crop_average
@@ -545,7 +546,7 @@ def test_rescoring_tools_refuse_a_run_that_is_not_log_mel_with_its_name(tmp_path
     checkpoint["input"]["kind"] = "waveform"
     torch.save(checkpoint, run / "best.pt")
     torch.save({"model": checkpoint["state_dict"], "ema": {"state_dict": checkpoint["state_dict"]}}, run / "last.pt")
-    for tool in (crop_averaging, weight_average):
+    for tool in (crop_averaging, weight_average, precise_bn):
         assert tool.main([str(run), "--data", str(fake_esc50), "--out", str(tmp_path / "out.json")]) == 2
         assert f"error: {run}: not a log-mel model" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
@@ -826,3 +827,35 @@ def test_a_student_trains_from_a_teacher_run_or_with_consistency_under_recording
     (consistent,) = (tmp_path / "consistent").iterdir()
     metrics = json.loads((consistent / "metrics.json").read_text())
     assert metrics["settings"]["consistency"] == 12 and np.isfinite(metrics["epochs"][0]["train_loss"])
+
+
+def test_precise_bn_recomputes_the_statistics_as_plain_means_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = MelCNN(n_classes=3, widths=(4,)).eval()
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.randn(64, 2, 64, 216) * 3 + 1
+    recomputed = precise_bn.recompute_batchnorm(model, images)
+    with torch.no_grad():
+        first = recomputed.features[0](images)  # the first convolution, before its BatchNorm
+    assert torch.allclose(recomputed.features[1].running_mean, first.mean((0, 2, 3)), atol=1e-4)
+    assert not recomputed.training and not recomputed.features[1].training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in kept.items())
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        precise_bn.recompute_batchnorm(nn.Linear(3, 2), images)
+
+
+def test_precise_bn_scores_each_variant_and_the_runs_averaged_and_refuses_a_training_fold(tmp_path, fake_esc50,
+                                                                                        capsys):
+    runs = [untrained_run(tmp_path / f"melcnn-book-seed{seed}") for seed in (0, 1)]
+    out, cache = tmp_path / "bn.json", str(tmp_path / "cache")
+    assert precise_bn.main([*map(str, runs), "--data", str(fake_esc50), "--cache-dir", cache,
+                            "--folds", "4,5", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["runs"]) == {"melcnn-book-seed0", "melcnn-book-seed1"}
+    assert set(result["runs"]["melcnn-book-seed0"]["fold 4"]) == set(precise_bn.VARIANTS)
+    assert set(result["runs averaged"]["fold 5"]) == set(precise_bn.VARIANTS)
+    assert all(s["accuracy"] in (0.0, 0.5, 1.0) for s in result["runs averaged"]["fold 5"].values())
+    assert precise_bn.main([str(runs[0]), "--data", str(fake_esc50), "--cache-dir", cache, "--folds", "3,4",
+                            "--out", str(tmp_path / "other.json")]) == 2
+    assert f"error: {runs[0]}: trained on folds 1, 2, 3" in capsys.readouterr().err
+    assert not (tmp_path / "other.json").exists()

@@ -1,0 +1,103 @@
+"""Do BatchNorm statistics recomputed on whole training windows beat the ones a run kept?
+
+The engine keeps a moving average of each BatchNorm's batch statistics as training saw them: 2.5-s crops,
+mixed, masked, a third of them in simulated rooms. The test and the edge feed whole clean 5-s windows.
+Precise BN (Wu & Johnson 2021) recomputes the statistics with the final weights in one pass over the
+training clips as they are tested. Per run and fold: the statistics as trained, recomputed on whole training
+windows, and recomputed on 2.5-s crops of them (which tells the window's length from its cleanliness); with
+several runs also their averaged probabilities each way, as the edge averages seeds (choose on fold 4):
+
+    python -m train.precise_bn RUN [RUN...] --folds 4 --out results/melcnn-precise-bn-fold4.json
+"""
+from __future__ import annotations
+
+import copy
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge.atomic import write_json
+from edge.frontend import FrontEnd
+from train.data.esc50 import parse_splits
+from train.melcnn import RandomTimeCrop
+from train.models import model_from_checkpoint
+from train.rescore import FoldImages, build_parser, parse_folds, probabilities, scores
+from train.runs import run_split
+
+CROP_SECONDS = 2.5  # MelCNN's training crops
+VARIANTS = ("as trained", "whole windows", f"{CROP_SECONDS:g}-s crops")
+
+
+def recompute_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 32, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm statistics are the plain means over ``images`` in shuffled batches of
+    ``batch`` (full batches only, as in training; all of them in one when there are fewer), everything else in
+    eval mode."""
+    model = copy.deepcopy(model).eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError("the model has no BatchNorm layers to recompute")
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average of the batches, not a moving one
+        norm.train()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for start in range(0, max(len(order) - batch, 0) + 1, batch):
+            model(images[order[start:start + batch]])
+    return model.eval()
+
+
+def crops(images: torch.Tensor, frontend, seed: int = 0) -> torch.Tensor:
+    """One random crop of the training length, holding the sound, of each image (train.melcnn.RandomTimeCrop)."""
+    crop = RandomTimeCrop(round(CROP_SECONDS * frontend.sample_rate / frontend.hop_length), frontend)
+    torch.manual_seed(seed)
+    return torch.stack([crop(image) for image in images])
+
+
+def main(argv=None) -> int:
+    args = build_parser("python -m train.precise_bn", __doc__.split("\n\n")[0],
+                        "finished log-mel run folders (best.pt, metrics.json)", many_runs=True).parse_args(argv)
+    folds = parse_folds(args.folds)
+    fold_images, results, probs = FoldImages(args.data, folds, args.cache_dir), {}, {}
+    for run in args.runs:
+        train_folds = parse_splits(run_split(run))[0].train_folds
+        if set(folds) & set(train_folds):
+            print(f"error: {run}: trained on folds {', '.join(map(str, train_folds))}; score it on the others",
+                  file=sys.stderr)
+            return 2
+        try:
+            checkpoint, images_of = fold_images.of(run)
+        except ValueError as err:  # not a log-mel run
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        _, training = FoldImages(args.data, train_folds, args.cache_dir).of(run)
+        train_images = torch.cat([images for images, _ in training.values()])
+        model = model_from_checkpoint(checkpoint)
+        frontend = FrontEnd.from_json(checkpoint["input"]["frontend"])
+        models = dict(zip(VARIANTS, (model, recompute_batchnorm(model, train_images),
+                                     recompute_batchnorm(model, crops(train_images, frontend)))))
+        results[run.name] = {}
+        for fold, (images, targets) in images_of.items():
+            for variant, variant_model in models.items():
+                probs.setdefault(fold, {}).setdefault(variant, []).append(probabilities(variant_model, images))
+            results[run.name][f"fold {fold}"] = {variant: scores(probs[fold][variant][-1], targets)
+                                                 for variant in VARIANTS}
+            print(run.name, fold, results[run.name][f"fold {fold}"], flush=True)
+    summary = {"what": "BatchNorm statistics of each run as trained and recomputed on its training folds (whole "
+                       f"5-s windows; {CROP_SECONDS:g}-s crops)",
+               "command": "python -m train.precise_bn " + " ".join(argv or sys.argv[1:]), "runs": results,
+               "mean_accuracy": {f"fold {fold}": {v: float(np.mean([r[f"fold {fold}"][v]["accuracy"]
+                                                                    for r in results.values()])) for v in VARIANTS}
+                                 for fold in folds}}
+    if len(args.runs) > 1:
+        targets = {fold: images_of[fold][1] for fold in folds}
+        summary["runs averaged"] = {f"fold {fold}": {v: scores(torch.stack(probs[fold][v]).mean(0), targets[fold])
+                                                     for v in VARIANTS} for fold in folds}
+    write_json(summary, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
