@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import sys
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -23,7 +22,7 @@ from edge.frontend import FrontEnd
 from train.data.esc50 import parse_splits
 from train.melcnn import RandomTimeCrop
 from train.models import model_from_checkpoint
-from train.rescore import FoldImages, build_parser, parse_folds, probabilities, scores
+from train.rescore import FoldImages, build_parser, mean_accuracy, parse_folds, probabilities, scores
 from train.runs import run_split
 
 CROP_SECONDS = 2.5  # MelCNN's training crops
@@ -60,39 +59,39 @@ def main(argv=None) -> int:
     args = build_parser("python -m train.precise_bn", __doc__.split("\n\n")[0],
                         "finished log-mel run folders (best.pt, metrics.json)", many_runs=True).parse_args(argv)
     folds = parse_folds(args.folds)
-    fold_images, results, probs = FoldImages(args.data, folds, args.cache_dir), {}, {}
-    for run in args.runs:
-        train_folds = parse_splits(run_split(run))[0].train_folds
-        if set(folds) & set(train_folds):
-            print(f"error: {run}: trained on folds {', '.join(map(str, train_folds))}; score it on the others",
+    train_folds = {run: parse_splits(run_split(run))[0].train_folds for run in args.runs}
+    for run, trained_on in train_folds.items():
+        if set(folds) & set(trained_on):
+            print(f"error: {run}: trained on folds {', '.join(map(str, trained_on))}; score it on the others",
                   file=sys.stderr)
             return 2
+    # one pass per run makes the images of the folds scored and of the folds its statistics are recomputed on
+    fold_images = FoldImages(args.data, sorted(set(folds).union(*train_folds.values())), args.cache_dir)
+    results, probs, targets = {}, {}, {}
+    for run in args.runs:
         try:
             checkpoint, images_of = fold_images.of(run)
         except ValueError as err:  # not a log-mel run
             print(f"error: {err}", file=sys.stderr)
             return 2
-        _, training = FoldImages(args.data, train_folds, args.cache_dir).of(run)
-        train_images = torch.cat([images for images, _ in training.values()])
+        train_images = torch.cat([images_of[fold][0] for fold in train_folds[run]])
         model = model_from_checkpoint(checkpoint)
         frontend = FrontEnd.from_json(checkpoint["input"]["frontend"])
         models = dict(zip(VARIANTS, (model, recompute_batchnorm(model, train_images),
                                      recompute_batchnorm(model, crops(train_images, frontend)))))
         results[run.name] = {}
-        for fold, (images, targets) in images_of.items():
+        for fold in folds:
+            images, targets[fold] = images_of[fold]
             for variant, variant_model in models.items():
                 probs.setdefault(fold, {}).setdefault(variant, []).append(probabilities(variant_model, images))
-            results[run.name][f"fold {fold}"] = {variant: scores(probs[fold][variant][-1], targets)
+            results[run.name][f"fold {fold}"] = {variant: scores(probs[fold][variant][-1], targets[fold])
                                                  for variant in VARIANTS}
             print(run.name, fold, results[run.name][f"fold {fold}"], flush=True)
     summary = {"what": "BatchNorm statistics of each run as trained and recomputed on its training folds (whole "
                        f"5-s windows; {CROP_SECONDS:g}-s crops)",
                "command": "python -m train.precise_bn " + " ".join(argv or sys.argv[1:]), "runs": results,
-               "mean_accuracy": {f"fold {fold}": {v: float(np.mean([r[f"fold {fold}"][v]["accuracy"]
-                                                                    for r in results.values()])) for v in VARIANTS}
-                                 for fold in folds}}
+               "mean_accuracy": mean_accuracy(results, folds, VARIANTS)}
     if len(args.runs) > 1:
-        targets = {fold: images_of[fold][1] for fold in folds}
         summary["runs averaged"] = {f"fold {fold}": {v: scores(torch.stack(probs[fold][v]).mean(0), targets[fold])
                                                      for v in VARIANTS} for fold in folds}
     write_json(summary, args.out)

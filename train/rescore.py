@@ -59,6 +59,12 @@ def probabilities(model, images: torch.Tensor, batch: int = 50) -> torch.Tensor:
         return torch.cat([model(images[i:i + batch]).softmax(-1) for i in range(0, len(images), batch)])
 
 
+def mean_accuracy(results: dict, folds: list, variants) -> dict:
+    """{"fold F": {variant: mean accuracy over the runs}} of ``results`` = {run: {"fold F": {variant: scores}}}."""
+    return {f"fold {fold}": {v: float(np.mean([r[f"fold {fold}"][v]["accuracy"] for r in results.values()]))
+                             for v in variants} for fold in folds}
+
+
 def scores(probs: torch.Tensor, targets: np.ndarray) -> dict:
     """Accuracy and mean cross-entropy of class probabilities against integer targets."""
     picked = probs[torch.arange(len(targets)), torch.as_tensor(targets)]

@@ -11,12 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from edge.atomic import write_json
 from train.models import model_from_checkpoint
-from train.rescore import FoldImages, build_parser, parse_folds, probabilities, scores
+from train.rescore import FoldImages, build_parser, mean_accuracy, parse_folds, probabilities, scores
 
 
 def final_weights(run: Path) -> dict:
@@ -50,11 +49,9 @@ def main(argv=None) -> int:
                 model.load_state_dict(state)
                 results[run.name][f"fold {fold}"][name] = scores(probabilities(model, images), targets)
             print(run.name, fold, results[run.name][f"fold {fold}"], flush=True)
-    means = {f"fold {fold}": {name: float(np.mean([r[f"fold {fold}"][name]["accuracy"] for r in results.values()]))
-                              for name in ("raw", "ema")} for fold in folds}
     write_json({"what": "final-epoch weights of each run: raw, and their moving average (EMA)",
                 "command": "python -m train.weight_average " + " ".join(argv or sys.argv[1:]),
-                "runs": results, "mean_accuracy": means}, args.out)
+                "runs": results, "mean_accuracy": mean_accuracy(results, folds, ("raw", "ema"))}, args.out)
     return 0
 
 
