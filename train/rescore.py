@@ -1,5 +1,6 @@
 """What the tools that re-score a trained log-mel run on whole folds share (train.crop_averaging,
-train.weight_average): their command line, the fold images a run's front end makes, and the scores."""
+train.weight_average, train.precise_bn): their command line, the fold images a run's front end makes, and the
+scores."""
 from __future__ import annotations
 
 import argparse
