@@ -844,8 +844,7 @@ def test_precise_bn_recomputes_the_statistics_as_plain_means_and_leaves_the_mode
         precise_bn.recompute_batchnorm(nn.Linear(3, 2), images)
 
 
-def test_precise_bn_scores_each_variant_and_the_runs_averaged_and_refuses_a_training_fold(tmp_path, fake_esc50,
-                                                                                        capsys):
+def test_precise_bn_scores_each_variant_and_the_runs_averaged(tmp_path, fake_esc50):
     runs = [untrained_run(tmp_path / f"melcnn-book-seed{seed}") for seed in (0, 1)]
     out, cache = tmp_path / "bn.json", str(tmp_path / "cache")
     assert precise_bn.main([*map(str, runs), "--data", str(fake_esc50), "--cache-dir", cache,
@@ -855,7 +854,17 @@ def test_precise_bn_scores_each_variant_and_the_runs_averaged_and_refuses_a_trai
     assert set(result["runs"]["melcnn-book-seed0"]["fold 4"]) == set(precise_bn.VARIANTS)
     assert set(result["runs averaged"]["fold 5"]) == set(precise_bn.VARIANTS)
     assert all(s["accuracy"] in (0.0, 0.5, 1.0) for s in result["runs averaged"]["fold 5"].values())
-    assert precise_bn.main([str(runs[0]), "--data", str(fake_esc50), "--cache-dir", cache, "--folds", "3,4",
-                            "--out", str(tmp_path / "other.json")]) == 2
-    assert f"error: {runs[0]}: trained on folds 1, 2, 3" in capsys.readouterr().err
-    assert not (tmp_path / "other.json").exists()
+
+
+@pytest.mark.parametrize("tool", [crop_averaging, weight_average, precise_bn])
+def test_rescoring_tools_refuse_a_fold_the_run_trained_on_and_a_run_that_is_not_finished(tool, tmp_path, fake_esc50,
+                                                                                         capsys):
+    run, out = untrained_run(tmp_path / "melcnn-book-seed0"), tmp_path / "out.json"
+    state = torch.load(run / "best.pt", weights_only=False)["state_dict"]
+    torch.save({"model": state, "ema": {"state_dict": state, "updates": 1}}, run / "last.pt")
+    assert tool.main([str(run), "--data", str(fake_esc50), "--folds", "3,4", "--out", str(out)]) == 2
+    assert f"error: {run}: trained on folds 1, 2, 3; score it on the others" in capsys.readouterr().err
+    (run / "metrics.json").unlink()
+    assert tool.main([str(run), "--data", str(fake_esc50), "--folds", "4", "--out", str(out)]) == 2
+    assert f"{run / 'metrics.json'}: not a finished run" in capsys.readouterr().err
+    assert not out.exists()

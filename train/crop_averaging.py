@@ -15,7 +15,7 @@ import torch
 
 from edge.atomic import write_json
 from train.models import model_from_checkpoint
-from train.rescore import FoldImages, build_parser, parse_folds, probabilities, scores
+from train.rescore import FoldImages, build_parser, parse_folds, probabilities, scores, training_folds
 
 # (crop length in frames, crops per window): 2.5 s (the training crops) and 3.5 s, evenly spaced.
 VARIANTS = ((108, 3), (108, 5), (151, 3))
@@ -43,11 +43,12 @@ def compare(model, images: torch.Tensor, targets: np.ndarray) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser("python -m train.crop_averaging", __doc__.split("\n\n")[0],
-                        "a log-mel run folder (best.pt)").parse_args(argv)
-    run = args.runs[0]
+                        "a finished log-mel run folder (best.pt, metrics.json)").parse_args(argv)
+    run, scored_folds = args.runs[0], parse_folds(args.folds)
     try:
-        checkpoint, folds = FoldImages(args.data, parse_folds(args.folds), args.cache_dir).of(run)
-    except ValueError as err:  # not a log-mel run
+        training_folds([run], scored_folds)
+        checkpoint, folds = FoldImages(args.data, scored_folds, args.cache_dir).of(run)
+    except (FileNotFoundError, ValueError) as err:  # not finished, trained on a scored fold, or not log-mel
         print(f"error: {err}", file=sys.stderr)
         return 2
     model = model_from_checkpoint(checkpoint)

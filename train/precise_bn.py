@@ -19,11 +19,10 @@ from torch import nn
 
 from edge.atomic import write_json
 from edge.frontend import FrontEnd
-from train.data.esc50 import parse_splits
 from train.melcnn import RandomTimeCrop
 from train.models import model_from_checkpoint
-from train.rescore import FoldImages, build_parser, mean_accuracy, parse_folds, probabilities, scores
-from train.runs import run_split
+from train.rescore import (FoldImages, build_parser, mean_accuracy, parse_folds, probabilities, scores,
+                           training_folds)
 
 CROP_SECONDS = 2.5  # MelCNN's training crops
 VARIANTS = ("as trained", "whole windows", f"{CROP_SECONDS:g}-s crops")
@@ -59,12 +58,11 @@ def main(argv=None) -> int:
     args = build_parser("python -m train.precise_bn", __doc__.split("\n\n")[0],
                         "finished log-mel run folders (best.pt, metrics.json)", many_runs=True).parse_args(argv)
     folds = parse_folds(args.folds)
-    train_folds = {run: parse_splits(run_split(run))[0].train_folds for run in args.runs}
-    for run, trained_on in train_folds.items():
-        if set(folds) & set(trained_on):
-            print(f"error: {run}: trained on folds {', '.join(map(str, trained_on))}; score it on the others",
-                  file=sys.stderr)
-            return 2
+    try:
+        train_folds = training_folds(args.runs, folds)
+    except (FileNotFoundError, ValueError) as err:  # not a finished run, or one trained on a scored fold
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     # one pass per run makes the images of the folds scored and of the folds its statistics are recomputed on
     fold_images = FoldImages(args.data, sorted(set(folds).union(*train_folds.values())), args.cache_dir)
     results, probs, targets = {}, {}, {}

@@ -15,7 +15,8 @@ import torch
 
 from edge.atomic import write_json
 from train.models import model_from_checkpoint
-from train.rescore import FoldImages, build_parser, mean_accuracy, parse_folds, probabilities, scores
+from train.rescore import (FoldImages, build_parser, mean_accuracy, parse_folds, probabilities, scores,
+                           training_folds)
 
 
 def final_weights(run: Path) -> dict:
@@ -31,8 +32,14 @@ def final_weights(run: Path) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser("python -m train.weight_average", __doc__.split("\n\n")[0],
-                        "log-mel run folders trained with --ema (last.pt, best.pt)", many_runs=True).parse_args(argv)
+                        "finished log-mel run folders trained with --ema (last.pt, best.pt, metrics.json)",
+                        many_runs=True).parse_args(argv)
     folds = parse_folds(args.folds)
+    try:
+        training_folds(args.runs, folds)
+    except (FileNotFoundError, ValueError) as err:  # not a finished run, or one trained on a scored fold
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     fold_images, results = FoldImages(args.data, folds, args.cache_dir), {}
     for run in args.runs:
         weights = final_weights(run)
