@@ -213,6 +213,16 @@ def test_sub_spectral_norm_normalises_each_group_of_bins_on_its_own():
         configure(["--widths", "4,4,4,4,4,4,4,4"])
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--widths", "4,4,4,4,4,4,4"], "--widths: 7 stages"),  # 64 bands reach one bin before the last pooling
+    (["--crop-seconds", "0.1"], "--crop-seconds 0.1 gives 4 frames"),  # four stages pool 16 frames into one
+    (["--freq-mask", "0"], "--freq-mask"), (["--time-mask", "0"], "--time-mask")])
+def test_settings_the_network_or_the_masks_cannot_use_are_refused_before_a_run_starts(flags, message):
+    with pytest.raises(ValueError, match=message):
+        configure(flags)
+    configure(["--widths", "4,4,4,4,4,4"])  # six stages leave one bin and 3 of a crop's 108 frames
+
+
 def test_a_stem_pool_of_4_gives_a_128_band_image_the_64_band_networks_later_shapes():
     """The first stage sees 128 bands; from its pooling on, every shape is the recipe's on 64 bands."""
     fine, recipe = MelCNN(n_classes=3, widths=(4, 8), stem_pool=4), MelCNN(n_classes=3, widths=(4, 8))
@@ -552,18 +562,18 @@ def test_rescoring_tools_refuse_a_run_that_is_not_log_mel_with_its_name(tmp_path
     assert not (tmp_path / "out.json").exists()
 
 
-def test_weight_average_scores_the_raw_and_the_averaged_final_weights_of_each_run(tmp_path, fake_esc50):
+def test_weight_average_scores_the_raw_and_the_averaged_final_weights_of_each_run(tmp_path, fake_esc50, capsys):
     run = untrained_run(tmp_path / "melcnn-book-seed0")
     out, cache = tmp_path / "ema.json", str(tmp_path / "cache")
-    with pytest.raises(FileNotFoundError, match="last.pt"):
-        weight_average.main([str(run), "--data", str(fake_esc50), "--cache-dir", cache, "--out", str(out)])
+    assert weight_average.main([str(run), "--data", str(fake_esc50), "--cache-dir", cache, "--out", str(out)]) == 2
+    assert f"error: {run / 'last.pt'}: no last.pt here" in capsys.readouterr().err
     raw = torch.load(run / "best.pt", weights_only=False)["state_dict"]
     raw["classifier.weight"] = torch.zeros_like(raw["classifier.weight"])
     raw["classifier.bias"] = torch.tensor([5.0, 0.0])  # always low_tone, sure of it
     ema = {**raw, "classifier.bias": torch.zeros(2)}   # never sure: p = 1/2 for both classes
     torch.save({"model": raw, "ema": None}, run / "last.pt")
-    with pytest.raises(ValueError, match="without --ema"):
-        weight_average.main([str(run), "--data", str(fake_esc50), "--cache-dir", cache, "--out", str(out)])
+    assert weight_average.main([str(run), "--data", str(fake_esc50), "--cache-dir", cache, "--out", str(out)]) == 2
+    assert "trained without --ema" in capsys.readouterr().err
     torch.save({"model": raw, "ema": {"state_dict": ema, "updates": 10}}, run / "last.pt")
     assert weight_average.main([str(run), "--data", str(fake_esc50), "--cache-dir", cache,
                                 "--folds", "4,5", "--out", str(out)]) == 0
@@ -867,4 +877,8 @@ def test_rescoring_tools_refuse_a_fold_the_run_trained_on_and_a_run_that_is_not_
     (run / "metrics.json").unlink()
     assert tool.main([str(run), "--data", str(fake_esc50), "--folds", "4", "--out", str(out)]) == 2
     assert f"{run / 'metrics.json'}: not a finished run" in capsys.readouterr().err
+    for folds in ("4,a", "6"):
+        with pytest.raises(SystemExit):
+            tool.main([str(run), "--data", str(fake_esc50), "--folds", folds, "--out", str(out)])
+        assert "--folds: " in capsys.readouterr().err
     assert not out.exists()

@@ -1,4 +1,4 @@
-"""Torch datasets over ESC-50 clips: raw waveforms (AudioNet) and log-mel images (ResNet-50)."""
+"""Torch datasets over ESC-50 clips: raw waveforms (AudioNet) and log-mel images (MelCNN, ResNet-50)."""
 from __future__ import annotations
 
 import copy
@@ -60,7 +60,8 @@ class WaveformClips(Dataset):
 
 
 class LogMelImages(Dataset):
-    """Precomputed log-mel spectrograms (dB) -> normalised CNN images; item = ((3, 128, 216), target).
+    """Precomputed log-mel spectrograms (dB) -> normalised CNN images; item = ((channels, n_mels, n_frames),
+    target), the front end's image: (2, 64, 216) for MelCNN, (3, 128, 216) for ResNet-50.
 
     ``log_mels`` is the (N, n_mels, n_frames) array from train.data.cache.load_log_mels (a memmap is
     fine: rows are read on access); ``conditions`` (e.g. train.augment.RecordingConditions) sees the dB

@@ -18,7 +18,8 @@ import numpy as np
 from edge.audio import load_audio
 from edge.frontend import FrontEnd, fit_length, resample
 
-DEVICES_SEED = 47  # mixed with the run's seed, as train.rooms mixes its own
+DEVICES_SEED = 47  # mixed with the run's seed, as train.rooms mixes its own; the same as train.babble's, so clip i's
+# draws here start from babble clip i's stream: harmless (unrelated uses), kept so that past runs reproduce
 CODECS = ("VORBIS", "OPUS")  # libsndfile's Ogg subtypes
 
 

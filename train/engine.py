@@ -44,7 +44,7 @@ for the same answer however the clip was recorded, not only for the label under 
 Mixed precision (``precision``): ``auto`` trains in float16 with loss scaling on CUDA and in
 bfloat16 on CPUs with native bfloat16 (AVX512-BF16 or AMX), else in float32; weights, optimizer
 state and the loss stay float32. A step the loss scaler skips (inf/NaN gradients) advances neither the
-schedule nor the weight average. Channels-last is used on CUDA only; everything runs on CPU.
+schedule nor the weight average. 2-D convolutions run channels-last on every device; everything runs on CPU.
 """
 from __future__ import annotations
 
@@ -271,7 +271,8 @@ class Trainer:
         path = self.run_dir / "last.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: nothing to resume (no last.pt in this run folder)")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        # on the CPU: the RNG states must stay CPU byte tensors; the weights and optimizer state move on loading
+        state = torch.load(path, map_location="cpu", weights_only=False)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: unknown checkpoint format {state.get('format')!r}")
         if state["seed"] != self.seed:
@@ -283,7 +284,8 @@ class Trainer:
         if self.ema_model is not None:
             self.ema_model.load_state_dict(state["ema"]["state_dict"])
             self.ema_updates = state["ema"]["updates"]
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved by a disabled scaler (a run started on the CPU, resumed on CUDA)
+            self.scaler.load_state_dict(state["scaler"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])

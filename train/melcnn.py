@@ -137,14 +137,20 @@ class MelCNNConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.frontend()  # refuses what it has no front end for
+        frontend = self.frontend()  # refuses what it has no front end for
         check_range("--speed", self.speed, 1)
+        check_range("--freq-mask", self.freq_mask, 1)
+        check_range("--time-mask", self.time_mask, 1)
         if self.stem_pool not in STEM_POOLS:
             raise ValueError(f"--stem-pool must be one of {STEM_POOLS}, not {self.stem_pool}")
         # bins of the last stage's convolutions: the first stage pools stem_pool bands into one, every later one 2
         smallest_bins = self.mel_bands / (self.stem_pool * 2 ** (len(self.widths) - 2) if len(self.widths) > 1 else 1)
-        if smallest_bins < 1:
+        if smallest_bins / (2 if len(self.widths) > 1 else self.stem_pool) < 1:  # the last stage pools them too
             raise ValueError(f"--widths: {len(self.widths)} stages pool {self.mel_bands} mel bands to less than a bin")
+        crop_frames = round(self.crop_seconds * frontend.sample_rate / frontend.hop_length)
+        if self.crop_seconds and crop_frames < 2 ** len(self.widths):  # every stage halves the frames
+            raise ValueError(f"--crop-seconds {self.crop_seconds:g} gives {crop_frames} frames, fewer than the "
+                             f"{2 ** len(self.widths)} that {len(self.widths)} stages pool into one")
         if self.sub_bands < 1 or (self.sub_bands > 1 and self.residual) or smallest_bins % self.sub_bands:
             raise ValueError(f"--sub-bands must be >= 1, divide every stage's frequency bins (the last stage has "
                              f"{smallest_bins:g}) and be 1 with --residual, not {self.sub_bands}")
@@ -530,7 +536,9 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
 def train_all(config: MelCNNConfig, plan: list) -> list:
     frontend = config.frontend()
     log_mels, clips = load_log_mels(config.data, frontend, config.cache_dir, progress=not config.no_progress)
-    log_mels = np.ascontiguousarray(log_mels)  # mel power, 2000 x 64 x 216 floats (110 MB; twice at hop 256), read once
+    # an ndarray over the cache's read-only memory map (no copy; its slices are plain arrays, not memmaps): dB,
+    # 2000 x 64 x 216 floats (110 MB; twice at hop 256), paged in once and shared by the runs
+    log_mels = np.ascontiguousarray(log_mels)
     return [train_run(config, run, log_mels, clips, frontend) for run in plan]
 
 

@@ -21,7 +21,7 @@ from edge.atomic import write_json
 from edge.frontend import FrontEnd
 from train.melcnn import RandomTimeCrop
 from train.models import model_from_checkpoint
-from train.rescore import (FoldImages, build_parser, mean_accuracy, parse_folds, probabilities, scores,
+from train.rescore import (FoldImages, build_parser, mean_accuracy, probabilities, scores,
                            training_folds)
 
 CROP_SECONDS = 2.5  # MelCNN's training crops
@@ -57,7 +57,7 @@ def crops(images: torch.Tensor, frontend, seed: int = 0) -> torch.Tensor:
 def main(argv=None) -> int:
     args = build_parser("python -m train.precise_bn", __doc__.split("\n\n")[0],
                         "finished log-mel run folders (best.pt, metrics.json)", many_runs=True).parse_args(argv)
-    folds = parse_folds(args.folds)
+    folds = args.folds
     try:
         train_folds = training_folds(args.runs, folds)
     except (FileNotFoundError, ValueError) as err:  # not a finished run, or one trained on a scored fold

@@ -4,6 +4,7 @@ images a run's front end makes, and the scores."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ from train.runs import run_split
 def build_parser(prog: str, description: str, runs_help: str, many_runs: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("runs", nargs="+" if many_runs else 1, type=Path, metavar="RUN", help=runs_help)
-    parser.add_argument("--data", default="data/ESC-50", help="ESC-50 folder (default %(default)s)")
-    parser.add_argument("--folds", default="4", help="comma-separated folds to evaluate (default 4)")
+    parser.add_argument("--data", default=os.environ.get("ESC50_DIR", "data/ESC-50"),
+                        help="ESC-50 folder (default: $ESC50_DIR or data/ESC-50)")
+    parser.add_argument("--folds", type=folds_arg, default=(4,), help="comma-separated folds to evaluate (default 4)")
     parser.add_argument("--cache-dir", help="log-mel cache folder (default <dataset>/cache)")
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     return parser
@@ -63,8 +65,15 @@ class FoldImages:
         return checkpoint, folds
 
 
-def parse_folds(text: str) -> list:
-    return [int(f) for f in text.split(",")]
+def folds_arg(text: str) -> tuple:
+    """``--folds 4,5``: ESC-50 folds (1-5) separated by commas."""
+    try:
+        folds = tuple(int(f) for f in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected folds such as 4 or 4,5, not {text!r}") from None
+    if not all(1 <= f <= 5 for f in folds):
+        raise argparse.ArgumentTypeError(f"ESC-50 has folds 1 to 5, not {text!r}")
+    return folds
 
 
 def probabilities(model, images: torch.Tensor, batch: int = 50) -> torch.Tensor:

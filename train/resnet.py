@@ -28,7 +28,7 @@ from train.datasets import LogMelImages
 from train.augment import build_mix
 from train.data.esc50 import parse_splits
 from train.engine import Trainer, checkpoint_info, seed_everything
-from train.config import TrainingConfig, add_common_args
+from train.config import TrainingConfig, add_common_args, check_range
 from train.runs import command_line, mean_std, plan_runs, protocol_text
 from train.specaugment import spec_augment
 
@@ -160,6 +160,8 @@ class ResNetConfig(TrainingConfig):
         super().__post_init__()
         if self.ablation and self.split != "book":
             raise ValueError("--ablation runs on the book split; drop --split")
+        check_range("--freq-mask", self.freq_mask, 1)
+        check_range("--time-mask", self.time_mask, 1)
 
 
 def build_parser() -> argparse.ArgumentParser:

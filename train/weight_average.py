@@ -15,7 +15,7 @@ import torch
 
 from edge.atomic import write_json
 from train.models import model_from_checkpoint
-from train.rescore import (FoldImages, build_parser, mean_accuracy, parse_folds, probabilities, scores,
+from train.rescore import (FoldImages, build_parser, mean_accuracy, probabilities, scores,
                            training_folds)
 
 
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     args = build_parser("python -m train.weight_average", __doc__.split("\n\n")[0],
                         "finished log-mel run folders trained with --ema (last.pt, best.pt, metrics.json)",
                         many_runs=True).parse_args(argv)
-    folds = parse_folds(args.folds)
+    folds = args.folds
     try:
         training_folds(args.runs, folds)
     except (FileNotFoundError, ValueError) as err:  # not a finished run, or one trained on a scored fold
@@ -42,10 +42,10 @@ def main(argv=None) -> int:
         return 2
     fold_images, results = FoldImages(args.data, folds, args.cache_dir), {}
     for run in args.runs:
-        weights = final_weights(run)
         try:
+            weights = final_weights(run)
             checkpoint, images_of = fold_images.of(run)
-        except ValueError as err:  # not a log-mel run
+        except (FileNotFoundError, ValueError) as err:  # no last.pt, trained without --ema, or not a log-mel run
             print(f"error: {err}", file=sys.stderr)
             return 2
         model = model_from_checkpoint(checkpoint)
