@@ -47,12 +47,14 @@ def test_read_clips_in_csv_order(fake_esc50):
     assert all(c.path.is_file() for c in clips)
 
 
-def test_find_root_accepts_dir_and_the_github_archive_layout(fake_esc50, tmp_path):
+def test_find_root_accepts_dir_the_downloaded_folder_and_the_github_archive_layout(fake_esc50, tmp_path):
     assert find_root(fake_esc50) == fake_esc50
     copy_layout(fake_esc50, tmp_path / "ESC-50-master")
     assert find_root(tmp_path) == tmp_path / "ESC-50-master"
     assert [c.path.name for c in read_clips(tmp_path)] == [c.path.name for c in read_clips(fake_esc50)]
     assert read_clips(tmp_path)[0].path == tmp_path / "ESC-50-master" / "audio" / "1-100-A-0.wav"
+    copy_layout(fake_esc50, tmp_path / "ESC-50")  # what the download unpacks: found first
+    assert find_root(tmp_path) == tmp_path / "ESC-50"
 
 
 def test_missing_or_malformed_dataset_is_named(tmp_path):
@@ -380,17 +382,17 @@ def test_download_fetches_checks_and_unpacks(tmp_path):
     body = small_archive()
     with ArchiveServer(body) as server:
         root = download(tmp_path, url=server.url, sha256=sha256(body), progress=False)
-    assert root == tmp_path / "ESC-50-master"
+    assert root == tmp_path / "ESC-50"
     assert [c.path.name for c in read_clips(tmp_path)] == ["1-100-A-0.wav"]
     assert load_audio(root / "audio" / "1-100-A-0.wav")[1] == 44100
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ESC-50-master"]  # no archive, part or staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ESC-50"]  # no archive, part or staging left
 
 
 def test_download_is_skipped_when_the_dataset_is_there(tmp_path):
     body = small_archive()
     with ArchiveServer(body) as server:
         download(tmp_path, url=server.url, progress=False)
-        assert download(tmp_path, url=server.url, progress=False) == tmp_path / "ESC-50-master"
+        assert download(tmp_path, url=server.url, progress=False) == tmp_path / "ESC-50"
         assert len(server.requests) == 1
 
 
@@ -451,7 +453,7 @@ def test_cli_download(tmp_path, capsys):
     body = small_archive()
     with ArchiveServer(body) as server:
         assert main(["download", "--to", str(tmp_path), "--url", server.url, "--quiet"]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "ESC-50-master")
+    assert capsys.readouterr().out.strip() == str(tmp_path / "ESC-50")
 
 
 @pytest.mark.parametrize("evil", ["ESC-50-master/../../evil.txt", "../evil.txt", "/tmp/evil.txt",

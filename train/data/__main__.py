@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=run_download)
 
     p = commands.add_parser("check", help="validate the layout; exit 1 and name every bad file")
-    p.add_argument("dir", type=Path, help="ESC-50 folder (DIR or DIR/ESC-50-master)")
+    p.add_argument("dir", type=Path, help="ESC-50 folder (DIR, DIR/ESC-50 or DIR/ESC-50-master)")
     p.add_argument("--subset", action="store_true",
                    help="accept any number of clips (skip the 2000 / 40 per class / 400 per fold counts)")
     p.set_defaults(run=run_check)

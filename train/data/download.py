@@ -3,7 +3,7 @@
 The archive is fetched into ``DIR/master.zip.part`` (an interrupted download resumes from there with an
 HTTP Range request), renamed to ``DIR/master.zip`` once complete, checked member by member (nothing may
 land outside the target: no absolute paths, no ``..``), unpacked into a temporary folder and renamed to
-``DIR/ESC-50-master`` in one step, so a dataset folder is either complete or absent.
+``DIR/ESC-50`` (the archive's ESC-50-master/) in one step, so a dataset folder is either complete or absent.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 DEFAULT_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
-ARCHIVE_ROOT = "ESC-50-master"
+ARCHIVE_ROOT = "ESC-50-master"  # the archive's top folder
+DATASET_FOLDER = "ESC-50"  # what it is unpacked as: the path every command defaults to is data/ESC-50
 USER_AGENT = "esc50-edge-downloader"
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,10 @@ def unsafe_reason(name: str):
     return None
 
 
-def extract(archive, to, root: str = ARCHIVE_ROOT) -> Path:
-    """Unpack the ``root/`` folder of a zip archive to ``to/root``, refusing members that escape ``to``."""
+def extract(archive, to, root: str = ARCHIVE_ROOT, folder: str = DATASET_FOLDER) -> Path:
+    """Unpack the ``root/`` folder of a zip archive to ``to/folder``, refusing members that escape ``to``."""
     archive, to = Path(archive), Path(to)
-    final = to / root
+    final = to / folder
     if final.exists():
         raise DownloadError(f"{final} already exists; remove it to unpack {archive} again")
     try:
@@ -148,9 +149,9 @@ def extract(archive, to, root: str = ARCHIVE_ROOT) -> Path:
 
 def download(to, url: str = DEFAULT_URL, sha256: str = None, keep_archive: bool = False,
              progress: bool = True) -> Path:
-    """Fetch and unpack ESC-50 into ``to/ESC-50-master`` (skipped if already there); returns that folder."""
+    """Fetch and unpack ESC-50 into ``to/ESC-50`` (skipped if already there); returns that folder."""
     to = Path(to)
-    final = to / ARCHIVE_ROOT
+    final = to / DATASET_FOLDER
     if (final / "meta" / "esc50.csv").is_file():
         log.info("%s is already there; nothing to download", final)
         return final

@@ -70,9 +70,10 @@ def parse_splits(name: str) -> list:
 
 
 def find_root(path) -> Path:
-    """The folder that holds ``meta/esc50.csv``: DIR itself or DIR/ESC-50-master (the GitHub archive)."""
+    """The folder that holds ``meta/esc50.csv``: DIR itself, DIR/ESC-50 (what ``python -m train.data download``
+    unpacks) or DIR/ESC-50-master (the GitHub archive unpacked by hand)."""
     path = Path(path)
-    for root in (path, path / "ESC-50-master"):
+    for root in (path, path / "ESC-50", path / "ESC-50-master"):
         if (root / "meta" / "esc50.csv").is_file():
             return root
     raise DatasetError(f"{path}: no ESC-50 dataset here (expected meta/esc50.csv and audio/; "
