@@ -15,7 +15,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 IFS=+ read -ra parts <<< "$1"
 models=(); for part in "${parts[@]}"; do models+=("$(realpath "$part")"); done
 audio=$(realpath "$2"); root=${3:-${XDG_CACHE_HOME:-$HOME/.cache}/esc50-edge/arm64-chroot}
-python=${PYTHON:-python3}
+# the host's side runs with the project's venv (it needs the `edge` extra), else $PYTHON (sudo drops it: sudo PYTHON=...)
+default_python=python3; [ -x "$repo/.venv/bin/python" ] && default_python="$repo/.venv/bin/python"
+python=${PYTHON:-$default_python}
 for model in "${models[@]}"; do [ -f "$model" ] || { echo "error: no such model file: $model" >&2; exit 2; }; done
 
 if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then

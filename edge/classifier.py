@@ -138,6 +138,16 @@ class Classifier:
         return top_k(probabilities, self.classes, k)
 
 
+def check_averageable(members: list) -> None:
+    """ModelMetadataError unless every model names the same classes and takes the same window: only then can their
+    probabilities be averaged (edge.listen --model A B, export.evaluate)."""
+    first = members[0]
+    for other in members[1:]:
+        if other.classes != first.classes or other.clip_seconds != first.clip_seconds:
+            raise ModelMetadataError(f"{other.path}: its classes or window length differ from {first.path}'s; "
+                                     "only models of the same classes and window can be averaged")
+
+
 class Ensemble:
     """Several exported models on the same window, their probabilities averaged: the interface of
     :class:`Classifier` (``features``, ``infer``, ``predict``, ``top_k``), so the listener runs it alike.
@@ -145,13 +155,9 @@ class Ensemble:
     built alike (seeds of one recipe) share it, so a pair of MelCNN seeds costs one front end and two inferences."""
 
     def __init__(self, members: list):
+        check_averageable(members)
         first = members[0]
-        for other in members[1:]:
-            if other.classes != first.classes or other.clip_seconds != first.clip_seconds:
-                raise ModelMetadataError(f"{other.path}: its classes or window length differ from {first.path}'s; "
-                                         "only models of the same classes and window can be averaged")
         self.members = list(members)
-        self.path = first.path
         self.classes, self.clip_seconds, self.sample_rate = first.classes, first.clip_seconds, first.sample_rate
 
     def features(self, waveform: np.ndarray, rate: int) -> list:

@@ -8,7 +8,8 @@ both as two channels (``"db+pcen"``), or those two and a dB image without its la
 (``"db+pcen+dereverb"``, see :func:`dereverberate`).
 
 Every parameter lives in :class:`FrontEnd`, which serialises to JSON (it is stored in the ONNX
-metadata and in the name of the feature cache), so training and inference cannot drift apart.
+metadata; the feature cache is named from the log-mel parameters alone), so training and inference cannot drift
+apart.
 """
 from __future__ import annotations
 
@@ -106,8 +107,8 @@ class FrontEnd:
 
     def to_json(self) -> str:
         """Every parameter as JSON, less those of layers it does not make (a dB front end leaves out the
-        compression), so that it serialises (and names its cache, and reads the metadata of models exported before
-        those layers existed) exactly as before them."""
+        compression), so that it serialises (and reads the metadata of models exported before those layers
+        existed) exactly as before them."""
         fields = dataclasses.asdict(self)
         unused = () if "dereverb" in self.layers else DEREVERB_FIELDS
         if self.compression == "db":
@@ -125,7 +126,8 @@ class FrontEnd:
         return cls(**fields)
 
     def digest(self) -> str:
-        """Short hash of every parameter: tells front ends (and the images they make) apart."""
+        """Short hash of every parameter (to_json): tells front ends (and the images they make) apart; the tests pin
+        it, so that what exported models carry in their metadata stays readable."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
     def log_mel_json(self) -> str:
@@ -361,7 +363,7 @@ def running_average(energy: np.ndarray, b: float) -> np.ndarray:
     return out
 
 
-def audionet_input(waveform: np.ndarray, rate: int, sample_rate: int = 8000, clip_seconds: float = 5.0) -> np.ndarray:
+def audionet_input(waveform: np.ndarray, rate: int, sample_rate: int, clip_seconds: float = 5.0) -> np.ndarray:
     """The raw-waveform model's input for one window: (1, samples) float32 at ``sample_rate``."""
     n = int(round(sample_rate * clip_seconds))
     return fit_length(resample(waveform, rate, sample_rate), n)[None]

@@ -66,8 +66,8 @@ def default_models(folder: Path | None = None) -> list:
             return [folder / name for name in names]
     looked_for = " or ".join("+".join(names) for names in DEFAULT_MODELS)
     raise ModelFileError(f"no --model given and no default model in {folder} (looked for {looked_for}); export "
-                         f"one, e.g. `python -m export.to_onnx RUN_DIR --out {folder / 'audionet.onnx'}`, or pass "
-                         "--model FILE.onnx")
+                         f"one and copy it there under such a name (`python -m export.to_onnx RUN_DIR --int8`, then "
+                         f"`cp RUN_DIR/model.int8.onnx {folder / 'melcnn-int8.onnx'}`), or pass --model FILE.onnx")
 
 
 def wants_low_memory(model: Path, flag: bool | None) -> bool:
@@ -403,9 +403,12 @@ def parse_args(argv=None):
     p.add_argument("--low-memory", action=argparse.BooleanOptionalAction,
                    help="lighter graph optimisation: much lower peak memory for large models, somewhat slower "
                         f"inference (default: on for model files over {LOW_MEMORY_ABOVE_MB} MB, e.g. fp32 ResNet-50)")
-    p.add_argument("--seconds", type=positive(float), help="stop after this many seconds of audio")
+    p.add_argument("--seconds", type=positive(float), help="stop the microphone after this many seconds of audio")
     p.add_argument("--json", action="store_true", help="print one JSON object per window")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.seconds is not None and args.file:
+        p.error("--seconds stops the microphone; --file classifies every window of each file")
+    return args
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.atomic import write_json
 from edge.audio import AudioFileError, load_audio
-from edge.classifier import Classifier, ModelFileError, shared_inputs
+from edge.classifier import Classifier, ModelFileError, check_averageable, shared_inputs
 from edge.metadata import ModelMetadataError
 from train.data.esc50 import DatasetError, read_clips
 
@@ -51,8 +51,7 @@ def evaluate(model_paths: list, data, folds: list, sizes: tuple = ()) -> dict:
     "combinations" (only with ``sizes``) holds, per size, every ensemble of that many of the models."""
     classifiers = [Classifier(path) for path in model_paths]
     names = [str(path) for path in model_paths]
-    if any(c.classes != classifiers[0].classes for c in classifiers):
-        raise ModelMetadataError(f"{', '.join(names)}: the models name different classes; they cannot be averaged")
+    check_averageable(classifiers)
     clips = read_clips(data)
     result = {"models": names, "method": "mean of the models' softmax probabilities, first 5-s window of each clip",
               "folds": {}}

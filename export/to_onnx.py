@@ -7,7 +7,8 @@ the edge needs in its metadata (classes, input kind, front end, normalisation: e
 Before a file is renamed into place it is checked: onnxruntime and PyTorch must agree on the test
 fold of the run (inputs built by edge.classifier, the code the edge runs), else the command exits 1
 and leaves no model behind. The int8 file must keep the fp32 accuracy on the run's validation fold (the test
-fold is only reported), else it is not written.
+fold is only reported), else it is not written; a cv split has no validation fold, and its gate is the training
+clips less the calibration ones, which the model has learnt: it catches a broken quantisation, not a small loss.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from edge.atomic import staged, write_json
-from edge.audio import load_audio
-from edge.classifier import Classifier
+from edge.audio import AudioFileError, load_audio
+from edge.classifier import Classifier, ModelFileError
 from edge.frontend import WAVEFORM_PEAK_DBFS, FrontEnd
-from edge.metadata import INPUT_NAME, LOG_MEL_IMAGE, OUTPUT_NAME, WAVEFORM, encode
+from edge.metadata import INPUT_NAME, LOG_MEL_IMAGE, OUTPUT_NAME, WAVEFORM, ModelMetadataError, encode
 from edge.provenance import host
 from export.latency import latency_table
 from train.data.esc50 import DatasetError, parse_splits, read_clips
@@ -120,7 +121,10 @@ class Run:
     def recorded_data_dir(self):
         """The --data folder the run was trained on (metrics.json, else config.json), or None."""
         config = self.path / "config.json"
-        saved = json.loads(config.read_text()) if config.is_file() else {}
+        try:
+            saved = json.loads(config.read_text()) if config.is_file() else {}
+        except json.JSONDecodeError as err:
+            raise ExportError(f"{config}: not valid JSON ({err})") from None
         return self.metrics.get("data") or saved.get("data")
 
 
@@ -441,6 +445,9 @@ def parse_args(argv) -> ExportConfig:
         p.error(f"--out {out}: the file name must end in .onnx")
     if args.int8_fp32_convs < 0:
         p.error(f"--int8-fp32-convs {args.int8_fp32_convs}: must be 0 or more")
+    for flag in ("max_clips", "calibration_per_class", "latency_repeats"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be 1 or more")
     return ExportConfig(**{**vars(args), "out": out, "argv": tuple(argv), "threads": tuple(args.threads)})
 
 
@@ -449,7 +456,7 @@ def main(argv=None) -> int:
     report_path = config.out.with_suffix(".report.json")
     try:
         report = export(config)
-    except (ExportError, DatasetError) as err:
+    except (ExportError, DatasetError, AudioFileError, ModelFileError, ModelMetadataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except VerificationError as err:

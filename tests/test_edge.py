@@ -318,11 +318,13 @@ def test_unknown_device_is_one_line_error(tone_models, capsys):
 
 
 def test_bad_arguments_exit_with_usage(capsys):
-    for argv in (["--file"], ["--model", "m.onnx", "--hop", "0"], ["--model", "m.onnx", "--smooth", "-1"]):
+    for argv in (["--file"], ["--model", "m.onnx", "--hop", "0"], ["--model", "m.onnx", "--smooth", "-1"],
+                 ["--file", "clip.wav", "--seconds", "1"]):
         with pytest.raises(SystemExit) as exit_info:
             parse_args(argv)
         assert exit_info.value.code == 2
-    assert "--smooth: must be positive" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--smooth: must be positive" in err and "--seconds stops the microphone" in err
 
 
 def test_files_and_folders_are_classified_in_order(tone_models, tmp_path, capsys):

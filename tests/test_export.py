@@ -239,6 +239,10 @@ def test_int8_can_keep_the_first_convolutions_in_fp32(audionet_export, fake_esc5
     with pytest.raises(SystemExit):
         to_onnx.parse_args([str(run), "--int8", "--int8-fp32-convs", "-1"])
     assert "--int8-fp32-convs -1: must be 0 or more" in capsys.readouterr().err
+    for flag in ("--max-clips", "--calibration-per-class", "--latency-repeats"):
+        with pytest.raises(SystemExit):
+            to_onnx.parse_args([str(run), flag, "0"])
+        assert f"{flag} 0: must be 1 or more" in capsys.readouterr().err
 
 
 def test_an_audionet_on_raw_levels_leaves_the_scaling_to_the_edge(tmp_path, fake_esc50):

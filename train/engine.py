@@ -152,12 +152,13 @@ def checkpoint_info(model_name: str, model_kwargs: dict, classes: list, input_sp
 
 
 def load_best(run_dir, map_location="cpu") -> dict:
-    """Read ``RUN/best.pt`` (or a path to a .pt file) with a clear error when it is missing."""
+    """Read ``RUN/best.pt`` (or a path to a .pt file) with a clear error when it is missing; tensors and plain
+    values only (``weights_only``), so a checkpoint handed over with a run folder cannot run code."""
     path = Path(run_dir)
     path = path / "best.pt" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint here (train a model first)")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 # --------------------------------------------------------------------------- the trainer
