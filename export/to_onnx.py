@@ -27,6 +27,7 @@ from edge.classifier import Classifier, ModelFileError
 from edge.frontend import WAVEFORM_PEAK_DBFS, FrontEnd
 from edge.metadata import INPUT_NAME, LOG_MEL_IMAGE, OUTPUT_NAME, WAVEFORM, ModelMetadataError, encode
 from edge.provenance import host
+from export.evaluate import numbers
 from export.latency import latency_table
 from train.data.esc50 import DatasetError, parse_splits, read_clips
 
@@ -403,14 +404,8 @@ def export_int8(config: ExportConfig, run: Run, data: Inputs, fp32_logits: np.nd
 
 
 def thread_counts(text: str) -> list:
-    """``"1,2"`` -> [1, 2] (argparse type of --threads)."""
-    try:
-        counts = sorted({int(t) for t in text.split(",")})
-    except ValueError:
-        counts = []
-    if not counts or counts[0] < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers separated by commas, e.g. 1,2")
-    return counts
+    """``"2,1,2"`` -> [1, 2] (argparse type of --threads)."""
+    return sorted(set(numbers(text, 1, 1024, "positive thread counts")))
 
 
 def parse_args(argv) -> ExportConfig:

@@ -100,15 +100,20 @@ def check_range(flag: str, value: float, low: float, high: float = float("inf"))
         raise ValueError(f"{flag} must be {bounds}, not {value}")
 
 
-def seeds_arg(text: str) -> tuple:
-    """``--seeds 0,1,2``: integers separated by commas."""
+def int_list(text: str, what: str, low: float = float("-inf"), high: float = float("inf")) -> tuple:
+    """Integers in [low, high] separated by commas, as an argparse type (``--seeds``, ``--widths``, ``--folds``)."""
     try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        seeds = ()
-    if not seeds:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers, not {text!r}")
-    return seeds
+        values = ()
+    if not values or not all(low <= v <= high for v in values):
+        raise argparse.ArgumentTypeError(f"must be {what} separated by commas, not {text!r}")
+    return values
+
+
+def seeds_arg(text: str) -> tuple:
+    """``--seeds 0,1,2``."""
+    return int_list(text, "integers")
 
 
 def add_common_args(parser: argparse.ArgumentParser, defaults: TrainingConfig) -> argparse.ArgumentParser:

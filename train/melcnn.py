@@ -30,7 +30,7 @@ from train.data.esc50 import class_names
 from train.datasets import LogMelImages
 from train.distillation import clip_targets, load_teacher
 from train.engine import resolve_device, seed_everything
-from train.config import TrainingConfig, add_common_args, check_range
+from train.config import TrainingConfig, add_common_args, check_range, int_list
 from train.runs import run_recipe, run_trainer, train_single_stage
 from train.augment import SNR_DB, FreqMixStyle, MelSpeedChange, RecordingConditions, TimeShift, build_mix
 from train.babble import babble_log_mels
@@ -350,13 +350,7 @@ def build_augment(config: MelCNNConfig, frontend: FrontEnd):
 
 
 def widths_arg(text: str) -> tuple:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        widths = ()
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"must be comma-separated positive channel counts, not {text!r}")
-    return widths
+    return int_list(text, "positive channel counts", low=1)
 
 
 def db_range_arg(text: str) -> tuple:
@@ -487,7 +481,7 @@ def train_run(config: MelCNNConfig, run, log_mels, clips, frontend: FrontEnd) ->
     model = MelCNN(**model_kwargs)
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
-    teacher = (load_teacher(config.teacher, lambda kwargs: MelCNN(**kwargs), input_spec, class_names(clips), split)
+    teacher = (load_teacher(config.teacher, input_spec, class_names(clips), split)
                if config.teacher else None)
     train_rows = rows(split.train_folds)
     train_targets = None

@@ -12,6 +12,7 @@ import torch
 
 from edge.frontend import FrontEnd
 from edge.metadata import LOG_MEL_IMAGE
+from train.config import int_list
 from train.data.cache import load_log_mels
 from train.data.esc50 import parse_splits
 from train.engine import load_best
@@ -66,14 +67,7 @@ class FoldImages:
 
 
 def folds_arg(text: str) -> tuple:
-    """``--folds 4,5``: ESC-50 folds (1-5) separated by commas."""
-    try:
-        folds = tuple(int(f) for f in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected folds such as 4 or 4,5, not {text!r}") from None
-    if not all(1 <= f <= 5 for f in folds):
-        raise argparse.ArgumentTypeError(f"ESC-50 has folds 1 to 5, not {text!r}")
-    return folds
+    return int_list(text, "ESC-50 folds (1-5)", low=1, high=5)
 
 
 def probabilities(model, images: torch.Tensor, batch: int = 50) -> torch.Tensor:
