@@ -185,6 +185,19 @@ def test_a_new_run_refuses_a_used_folder_and_resume_needs_last_pt(tmp_path):
         make_trainer(tmp_path / "used")
 
 
+def test_a_resumed_run_keeps_the_commit_it_started_with_and_names_the_one_it_resumed_with(tmp_path, monkeypatch):
+    import train.engine
+
+    monkeypatch.setattr(train.engine, "git_commit", lambda: "started")
+    trainer = make_trainer(tmp_path)
+    trainer.fit("train", [{"params": trainer.model.parameters(), "lr": 1e-3}], epochs=1)
+    monkeypatch.setattr(train.engine, "git_commit", lambda: "later")
+    resumed = make_trainer(tmp_path, resume=True)
+    assert resumed.metadata["commit"] == "started" and resumed.metadata["resumed_with_commit"] == "later"
+    monkeypatch.setattr(train.engine, "git_commit", lambda: "started")
+    assert "resumed_with_commit" not in make_trainer(tmp_path, resume=True).metadata
+
+
 def test_lr_finder_suggests_a_rate_writes_a_plot_and_restores_weights(tmp_path):
     trainer = make_trainer(tmp_path)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}

@@ -122,6 +122,9 @@ def test_the_cli_defaults_are_the_settings_of_the_reported_run():
                    "teacher_temperature": 1.0, "residual": False, "sub_bands": 1, "device_copies": 0,
                    "hop_length": 512, "stem_pool": 2}
     reported = MelCNNConfig.from_saved({**added_since, **saved})  # also refuses a saved file with other fields
+    with pytest.raises(ValueError, match=r"unknown retired_flag\); resume it with the version it was started with "
+                                         r"\(commit 0123abc\)"):
+        MelCNNConfig.from_saved({**added_since, **saved, "retired_flag": 1, "commit": "0123abc"})
     assert dataclasses.replace(reported, **{k: getattr(defaults, k) for k in host_only}) == defaults
 
 

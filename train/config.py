@@ -69,14 +69,17 @@ class TrainingConfig:
 
     @classmethod
     def from_saved(cls, saved: dict, source: str = "settings"):
-        """The configuration a run saved (config.json); one saved by a version with other settings is refused."""
+        """The configuration a run saved (config.json, beside the commit it started with); one saved by a version
+        with other settings is refused."""
+        saved = dict(saved)
+        commit = saved.pop("commit", None)
         names = {f.name for f in dataclasses.fields(cls)}
         missing, unknown = sorted(names - set(saved)), sorted(set(saved) - names)
         if missing or unknown:
             differences = "; ".join(part for part in (f"no {', '.join(missing)}" if missing else "",
                                                       f"unknown {', '.join(unknown)}" if unknown else "") if part)
             raise ValueError(f"{source}: saved by another version of this code ({differences}); resume it with "
-                             "the version it was started with (commit in its metrics or log)")
+                             f"the version it was started with (commit {commit or 'unrecorded'})")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
 
     def resumed(self):

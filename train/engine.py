@@ -193,7 +193,7 @@ class Trainer:
         self.model = model.to(self.device, memory_format=memory_format)
         self.train_set, self.valid_set, self.test_set = train_set, valid_set, test_set
         self.info = checkpoint_info
-        self.metadata = {"commit": git_commit(), **metadata}  # the code the run starts with
+        self.metadata = {"commit": git_commit(), **metadata}  # the code the run starts with (a resume keeps it)
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
         self.mix, self.restyle, self.label_smoothing = mix, restyle, label_smoothing
         self.progress = progress
@@ -255,7 +255,7 @@ class Trainer:
 
     def _state(self, stage: str, stage_epoch: int, stage_epochs: int, optimizer, scheduler) -> dict:
         return {
-            "format": CHECKPOINT_FORMAT, "seed": self.seed,
+            "format": CHECKPOINT_FORMAT, "seed": self.seed, "commit": self.metadata["commit"],
             "stage": stage, "stage_epoch": stage_epoch, "stage_epochs": stage_epochs,
             "completed_stages": list(self.completed_stages),
             "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -294,6 +294,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.history, self.best = state["history"], state["best"]
         self.completed_stages, self.elapsed_s = state["completed_stages"], state["elapsed_s"]
+        if state.get("commit", self.metadata["commit"]) != self.metadata["commit"]:  # metrics.json names both
+            self.metadata.update(commit=state["commit"], resumed_with_commit=self.metadata["commit"])
         self.resumed = state
         print(f"resuming {self.run_dir}: stage {state['stage']!r} after epoch "
               f"{state['stage_epoch']}/{state['stage_epochs']}, completed stages {self.completed_stages}")

@@ -16,6 +16,7 @@ import numpy as np
 from torch import nn
 
 from edge.atomic import write_json
+from edge.provenance import git_commit
 from train.data.esc50 import DatasetError, Split, cross_validation_splits, parse_splits
 from train.config import TrainingConfig
 from train.engine import Trainer, checkpoint_info
@@ -50,7 +51,8 @@ def plan_runs(config: TrainingConfig, model_name: str) -> list:
         return [PlannedRun(parse_splits(config.split)[0], config.seed, Path(config.resume), True, config.to_json())]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return [PlannedRun(split, seed, Path(config.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}", False,
-                       {**config.to_json(), "split": split.name, "seed": seed, "seeds": None, "resume": None})
+                       {**config.to_json(), "split": split.name, "seed": seed, "seeds": None, "resume": None,
+                        "commit": git_commit()})  # the code it starts with: a resume names it
             for seed in config.run_seeds for split in parse_splits(config.split)]
 
 
@@ -74,9 +76,9 @@ def run_split(run_dir) -> str:
     return json.loads(path.read_text())["split"]
 
 
-def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict, classes: list,
-                input_spec: dict, datasets: tuple, augment, mix, restyle=None, teacher: nn.Module | None = None,
-                teacher_weight: float = 0.5, consistency: float = 0.0) -> Trainer:
+def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict,
+                classes: list, input_spec: dict, datasets: tuple, augment, mix, restyle=None,
+                teacher: nn.Module | None = None, teacher_weight: float = 0.5, consistency: float = 0.0) -> Trainer:
     """The Trainer of one planned run of a one-stage recipe (``python -m train.<name>``), recording in
     metrics.json what every run records: model, split, seed, protocol, command, augmentation, settings.
     ``teacher`` and ``teacher_weight``: distillation; ``consistency``: its weight (train.engine.Trainer)."""
