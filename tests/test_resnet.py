@@ -200,7 +200,8 @@ def test_staged_run_writes_metrics_and_a_loadable_checkpoint(fake_esc50, tmp_pat
     metrics = json.loads((run / "metrics.json").read_text())
     assert [e["stage"] for e in metrics["epochs"]] == ["head", "all"]
     assert metrics["test_clips"] == 2 and 0.0 <= metrics["test_accuracy"] <= 1.0
-    assert metrics["weights"] is None and metrics["specaugment"] is True
+    assert metrics["settings"]["weights"] is None and metrics["settings"]["specaugment"] is True
+    assert metrics["command"].startswith("python -m train.resnet") and metrics["model"] == "resnet50"
     assert metrics["protocol"].startswith("train on folds 1, 2, 3; the epoch with the best accuracy on fold 4 is "
                                           "kept (of 2)")  # both stages' epochs
     for name in ("best.pt", "last.pt", "curves.png", "confusion.png", "results.md", "results.json"):

@@ -27,9 +27,9 @@ from train.data.esc50 import N_CLASSES, DatasetError, class_names
 from train.datasets import LogMelImages
 from train.augment import build_mix
 from train.data.esc50 import parse_splits
-from train.engine import Trainer, checkpoint_info, seed_everything
+from train.engine import seed_everything
 from train.config import TrainingConfig, add_common_args, check_range
-from train.runs import command_line, mean_std, plan_runs, protocol_text
+from train.runs import command_line, mean_std, plan_runs, run_trainer
 from train.specaugment import spec_augment
 
 IMAGENET_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
@@ -212,23 +212,17 @@ def train_run(config: ResNetConfig, planned, log_mels, clips, frontend: FrontEnd
     input_spec = {"kind": LOG_MEL_IMAGE, "sample_rate": frontend.sample_rate,
                   "clip_seconds": frontend.clip_seconds, "frontend": frontend.to_json()}
     mix = build_mix(config)
-    trainer = Trainer(
-        model, planned.run_dir, train_set=images(train_idx, augment),
-        valid_set=images(valid_idx) if valid_idx else None, test_set=images(test_idx),
-        checkpoint_info=checkpoint_info("resnet50", {**model_kwargs, "weights": None}, class_names(clips), input_spec),
-        metadata={"model": "resnet50", "split": split.name, "seed": planned.seed,
-                  "protocol": protocol_text(split, config.head_epochs + config.epochs),  # both stages
-                  "command": command_line("train.resnet"), "weights": config.weights,
-                  "specaugment": config.specaugment, "mix": repr(mix), "head_only": config.head_only},
-        device=config.device, batch_size=config.batch_size, workers=config.workers, seed=planned.seed,
-        mix=mix, label_smoothing=config.label_smoothing, precision=config.precision,
-        ema=config.ema, resume=planned.resume,
-        progress=False if config.no_progress else None)
+    # the checkpoint rebuilds the network without fetching ImageNet weights (settings record which were used)
+    trainer = run_trainer(config, planned, model, name="resnet50", model_kwargs={**model_kwargs, "weights": None},
+                          classes=class_names(clips), input_spec=input_spec,
+                          datasets=(images(train_idx, augment), images(valid_idx) if valid_idx else None,
+                                    images(test_idx)),
+                          augment=augment, mix=mix, module="train.resnet", epochs=config.head_epochs + config.epochs)
     fit = dict(optimizer=config.optimizer, weight_decay=config.weight_decay, schedule=config.schedule)
     head = [{"name": "head", "params": model.head.parameters(), "lr": config.lr}]
     model.freeze_backbone(True)
     if config.find_lr:
-        finding = trainer.find_lr(head)
+        finding = trainer.find_lr(head, optimizer=config.optimizer)
         print(f"suggested head learning rate {finding.suggestion:.2e} (plot: {finding.plot})")
         return {}
     head_epochs = config.head_epochs + config.epochs if config.head_only else config.head_epochs

@@ -78,13 +78,16 @@ def run_split(run_dir) -> str:
 
 def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict,
                 classes: list, input_spec: dict, datasets: tuple, augment, mix, restyle=None,
-                teacher: nn.Module | None = None, teacher_weight: float = 0.5, consistency: float = 0.0) -> Trainer:
-    """The Trainer of one planned run of a one-stage recipe (``python -m train.<name>``), recording in
+                teacher: nn.Module | None = None, teacher_weight: float = 0.5, consistency: float = 0.0,
+                module: str | None = None, epochs: int | None = None) -> Trainer:
+    """The Trainer of one planned run of a recipe (``python -m train.<name>``, else ``module``), recording in
     metrics.json what every run records: model, split, seed, protocol, command, augmentation, settings.
-    ``teacher`` and ``teacher_weight``: distillation; ``consistency``: its weight (train.engine.Trainer)."""
+    ``teacher`` and ``teacher_weight``: distillation; ``consistency``: its weight (train.engine.Trainer);
+    ``epochs``: of all its stages (default ``config.epochs``: one stage)."""
     train_set, valid_set, test_set = datasets
     metadata = {"model": name, "model_kwargs": model_kwargs, "split": run.split.name, "seed": run.seed,
-                "protocol": protocol_text(run.split, config.epochs), "command": command_line(f"train.{name}"),
+                "protocol": protocol_text(run.split, config.epochs if epochs is None else epochs),
+                "command": command_line(module or f"train.{name}"),
                 "augment": repr(augment), "mix": repr(mix), "restyle": repr(restyle),
                 "settings": {k: v for k, v in config.to_json().items() if k != "resume"}}
     return Trainer(model, run.run_dir, train_set=train_set, valid_set=valid_set, test_set=test_set,
