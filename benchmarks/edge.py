@@ -95,7 +95,11 @@ def main(argv=None) -> int:
     if missing:
         print(f"error: --models: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    names = model_names(models)
+    try:
+        names = model_names(models)
+    except ValueError as err:
+        print(f"error: --models: {err}", file=sys.stderr)
+        return 2
     command = "python -m benchmarks.edge" + (
         " --models " + " ".join("+".join(map(shown_path, files)) for files in models) if args.models else "")
     report = {"command": command, "commit": git_commit(),

@@ -75,7 +75,9 @@ def model_names(models: list) -> list:
         names = ["+".join("/".join(f.with_suffix("").parts[-depth:]) for f in files) for files in models]
         if len(set(names)) == len(names):
             return names
-    raise ValueError("the same model is given twice")
+    repeated = sorted({"+".join(map(str, files)) for files in models
+                       if sum(other == files for other in models) > 1})
+    raise ValueError(f"{', '.join(repeated) or 'an entry'} given twice")
 
 
 def shipped_models(folder: Path) -> list:

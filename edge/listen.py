@@ -136,7 +136,7 @@ class Listener:
     and latency statistics cover everything it has seen.
     """
 
-    def __init__(self, classifier: Classifier, rate: int, args, source: str | None = None):
+    def __init__(self, classifier: Classifier, rate: int, args):
         self.classifier = classifier
         self.args = args
         self.latencies_ms = {part: collections.deque(maxlen=LATENCY_HISTORY)
@@ -145,7 +145,7 @@ class Listener:
         self.skipped = 0
         self.overflows = 0
         self.invalid = 0
-        self.start(rate, source)
+        self.start(rate)
 
     def start(self, rate: int, source: str | None = None):
         """Begin a new stream (a file, or the device) at ``rate``: empty ring buffer, no smoothing history."""

@@ -167,7 +167,7 @@ def test_two_runs_files_of_one_name_are_reported_apart_and_one_file_twice_is_ref
         "seed0/model.int8", "seed1/model.int8", "seed0/model.int8+seed1/model.int8"]
     assert R.model_names([(Path("a/x.onnx"),), (Path("b/y.onnx"),)]) == ["x", "y"]
     assert R.model_names([]) == []
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(ValueError, match=f"{seed0} given twice"):
         R.model_names([(seed0,), (seed0,)])
 
 
