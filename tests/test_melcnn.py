@@ -726,22 +726,23 @@ def test_a_teacher_must_share_the_front_end_and_never_have_seen_the_students_sel
     spec = {"kind": LOG_MEL_IMAGE, "sample_rate": FRONTEND.sample_rate, "clip_seconds": 5.0,
             "frontend": FRONTEND.to_json()}
     book, cv5 = parse_splits("book")[0], parse_splits("cv5")[0]
+    build = lambda kwargs: MelCNN(**kwargs)  # noqa: E731
     book_run = untrained_run(tmp_path / "book")
-    assert isinstance(load_teacher([book_run], spec, CLASSES, book), MelCNN)
+    assert isinstance(load_teacher([book_run], build, spec, CLASSES, book), MelCNN)
     cv5_run = untrained_run(tmp_path / "cv5")
     metrics = json.loads((cv5_run / "metrics.json").read_text())
     (cv5_run / "metrics.json").write_text(json.dumps({**metrics, "split": "cv5"}))
     with pytest.raises(ValueError, match=r"cv5.*trained or selected on fold 4.*\(book\)"):
         # cv5 trained on fold 4, which the book split selects on
-        load_teacher([book_run, cv5_run], spec, CLASSES, book)
-    assert isinstance(load_teacher([book_run, cv5_run], spec, CLASSES, cv5), AveragedModels)
+        load_teacher([book_run, cv5_run], build, spec, CLASSES, book)
+    assert isinstance(load_teacher([book_run, cv5_run], build, spec, CLASSES, cv5), AveragedModels)
     with pytest.raises(ValueError, match=r"book.*trained or selected on fold 2"):
-        load_teacher([book_run], spec, CLASSES, parse_splits("cv2")[0])
+        load_teacher([book_run], build, spec, CLASSES, parse_splits("cv2")[0])
     other = {**spec, "frontend": melcnn_frontend(44100).to_json()}
     with pytest.raises(ValueError, match=r"--teacher .*book.*front end"):
-        load_teacher([book_run], other, CLASSES, book)
+        load_teacher([book_run], build, other, CLASSES, book)
     with pytest.raises(ValueError, match="classes"):
-        load_teacher([book_run], spec, ["a", "b"], book)
+        load_teacher([book_run], build, spec, ["a", "b"], book)
 
 
 class Fixed(torch.nn.Module):

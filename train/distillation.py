@@ -2,6 +2,8 @@
 sees every training crop) or for :func:`clip_targets` (each whole clip once, before training)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -9,7 +11,6 @@ from torch import nn
 
 from train.data.esc50 import Split, parse_splits
 from train.engine import load_best
-from train.models import model_from_checkpoint
 from train.runs import run_split
 
 
@@ -28,9 +29,11 @@ class AveragedModels(nn.Module):
         return self.probabilities(x).clamp_min(1e-12).log()
 
 
-def load_teacher(run_dirs, input_spec: dict, classes: list, split: Split) -> nn.Module:
+def load_teacher(run_dirs, build: Callable[[dict], nn.Module], input_spec: dict, classes: list,
+                 split: Split) -> nn.Module:
     """The finished runs ``run_dirs`` as one teacher (their probabilities averaged when there are several) for a
-    student trained on ``split``.
+    student trained on ``split``; ``build`` makes an untrained network from a checkpoint's ``model_kwargs`` (the
+    recipe passes its own: train.models' registry imports the recipes, so using it here would close a circle).
 
     Each must read the student's input (the same front end) and name the same classes, and none may have
     trained on the student's validation or test folds, or chosen its epoch on the test fold: what it knows of
@@ -51,7 +54,9 @@ def load_teacher(run_dirs, input_spec: dict, classes: list, split: Split) -> nn.
             folds = ", ".join(map(str, sorted(seen)))
             raise ValueError(f"--teacher {run}: it was trained or selected on fold {folds}, "
                              f"which the student ({split.name}) validates or tests on")
-        models.append(model_from_checkpoint(checkpoint))
+        model = build(checkpoint["model_kwargs"])
+        model.load_state_dict(checkpoint["state_dict"])
+        models.append(model.eval())
     if not models:
         raise ValueError("--teacher needs at least one run folder")
     return models[0] if len(models) == 1 else AveragedModels(models)
