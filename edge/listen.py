@@ -266,20 +266,25 @@ def classify_file(listener: Listener, path):
 
 
 def classify_files(classifier: Classifier, args) -> tuple:
-    """Classify every file of ``--file`` (folders expanded); (listener, number of unreadable files).
+    """Classify every file of ``--file`` (folders expanded); (listener, number of unreadable files, whether Ctrl-C
+    or SIGTERM stopped it before the last file).
 
     An unreadable file is reported on stderr and skipped, so one bad file does not stop a folder.
     """
     files = audio_files(args.file)
     listener = Listener(classifier, classifier.sample_rate, args)
     failed = 0
-    for path in files:
-        try:
-            classify_file(listener, path)
-        except AudioFileError as err:
-            print(f"edge.listen: error: {err}", file=sys.stderr)
-            failed += 1
-    return listener, failed
+    stop_on_sigterm()
+    try:
+        for path in files:
+            try:
+                classify_file(listener, path)
+            except AudioFileError as err:
+                print(f"edge.listen: error: {err}", file=sys.stderr)
+                failed += 1
+    except KeyboardInterrupt:
+        return listener, failed, True
+    return listener, failed, False
 
 
 def import_sounddevice():
@@ -326,7 +331,8 @@ def list_devices() -> str:
 
 
 def stop_on_sigterm():
-    """Make SIGTERM (systemctl stop) end live capture like Ctrl-C: clean stop, statistics printed."""
+    """Make SIGTERM (systemctl stop) end live capture or a run over files like Ctrl-C: clean stop, statistics
+    printed."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, interrupt)
@@ -413,7 +419,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    failed = 0
+    failed, interrupted = 0, False
     try:
         if args.list_devices:
             print(list_devices())
@@ -423,7 +429,7 @@ def main(argv=None) -> int:
                    for m in models]
         classifier = averaged(members)
         if args.file:
-            listener, failed = classify_files(classifier, args)
+            listener, failed, interrupted = classify_files(classifier, args)
         else:
             listener = listen_live(classifier, args)
     except DeviceLost as err:
@@ -433,11 +439,11 @@ def main(argv=None) -> int:
     except (ModelFileError, ModelMetadataError, AudioFileError, ListenError) as err:
         print(f"edge.listen: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C while loading or classifying files (live capture handles its own)
+    except KeyboardInterrupt:  # Ctrl-C while loading the models (files and live capture handle their own)
         return 130
     if listener.windows or not args.file:
         print(listener.summary(), file=sys.stderr)
-    return 1 if failed else 0
+    return 130 if interrupted else 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -327,6 +327,26 @@ def test_bad_arguments_exit_with_usage(capsys):
     assert "--smooth: must be positive" in err and "--seconds stops the microphone" in err
 
 
+def test_ctrl_c_stops_a_run_over_files_with_the_summary_of_what_it_classified(tone_models, tmp_path, capsys,
+                                                                              monkeypatch):
+    import edge.listen as listen
+
+    clips = []
+    for name in ("a.wav", "b.wav"):
+        sf.write(tmp_path / name, np.zeros(8000 * 6, np.float32), 8000)
+        clips.append(str(tmp_path / name))
+    classify_file = listen.classify_file
+
+    def interrupted_at_the_second(listener, path):
+        if path.name == "b.wav":
+            raise KeyboardInterrupt
+        classify_file(listener, path)
+
+    monkeypatch.setattr(listen, "classify_file", interrupted_at_the_second)
+    assert main(["--model", str(tone_models["waveform"]), "--file", *clips, "--json"]) == 130
+    assert capsys.readouterr().err.startswith("windows 2")  # a.wav's windows at 5 and 6 s, then the summary
+
+
 def test_files_and_folders_are_classified_in_order(tone_models, tmp_path, capsys):
     folder = tmp_path / "clips"
     folder.mkdir()
