@@ -35,6 +35,7 @@ import soundfile as sf
 from edge.atomic import staged, write_json
 from edge.audio import load_audio
 from edge.classifier import Classifier, averaged
+from edge.frontend import resample
 from edge.listen import Listener, classify_file, parse_args
 from edge.provenance import cpu_name, git_commit
 from benchmarks.measuring import REPO, model_files, model_names, shipped_models, shown_path
@@ -156,9 +157,7 @@ def add_noise(x: np.ndarray, rate: int, kind: str, snr_db: float, rng: np.random
 
 def stereo_48k(x: np.ndarray, rate: int) -> np.ndarray:
     """(frames, 2) at 48 kHz: a stereo microphone pair, the right channel 0.3 ms later and 1 dB quieter."""
-    import soxr
-
-    y = soxr.resample(x, rate, 48000, quality="HQ").astype(np.float32)
+    y = resample(x, rate, 48000)
     delay = int(round(0.0003 * 48000))
     right = np.concatenate([np.zeros(delay, np.float32), y[:-delay]]) * 10 ** (-1 / 20)
     return np.stack([y, right], axis=1)
@@ -187,9 +186,7 @@ def babble_sources(folder: Path, voices: int = BABBLE_VOICES) -> list:
     waves = []
     for path in files:
         wave, rate = load_audio(path)
-        import soxr
-
-        waves.append(soxr.resample(wave, rate, RATE).astype(np.float32))
+        waves.append(resample(wave, rate, RATE))
     length = max(len(w) for w in waves)
     mix = sum(np.roll(np.pad(w, (0, length - len(w))), int(length * v / voices)) for v, w in enumerate(waves))
     sf.write(str(mixed), (mix / np.abs(mix).max() * 0.5).astype(np.float32), RATE)
@@ -272,10 +269,7 @@ def run(models: list, clips: list, conditions: list, folder: Path, progress: boo
     labels = {m: {c.name: [] for c in conditions} for m in scorers}
     for i, clip in enumerate(clips):
         wave, rate = load_audio(clip.path)
-        if rate != RATE:
-            import soxr
-
-            wave = soxr.resample(wave, rate, RATE).astype(np.float32)
+        wave = resample(wave, rate, RATE)
         rng = np.random.default_rng([SEED, i])
         base = recording(wave, rng)
         for condition in conditions:

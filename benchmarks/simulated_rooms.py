@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.measuring import machine
-from benchmarks.robustness import ROOMS, SEED, reverb, room_impulse_response
+from benchmarks.robustness import RIRS_PER_ROOM, ROOMS, SEED, reverb, room_impulse_response
 from edge.atomic import write_json
 from edge.audio import load_audio
 from edge.frontend import FrontEnd
@@ -29,9 +29,6 @@ from train.augment import RecordingConditions, db_to_power
 from train.data.esc50 import read_clips
 from train.engine import load_best
 from train.models import model_from_checkpoint
-
-ROOMS_PER_RT60 = 8
-
 
 def direct_to_reverberant_db(rir: np.ndarray, rate: int, direct_ms: float = 2.5) -> float:
     """Energy within ``direct_ms`` of the impulse response's peak against the energy after it (dB)."""
@@ -45,9 +42,9 @@ def heard(frontend: FrontEnd, waves: list, rng: np.random.Generator) -> tuple:
     rate = frontend.sample_rate
     log_mels = {"clean": [frontend.log_mel(x, rate) for x in waves]}
     drr = {}
-    room_of_clip = [i % ROOMS_PER_RT60 for i in range(len(waves))]
+    room_of_clip = [i % RIRS_PER_ROOM for i in range(len(waves))]
     for rt60 in sorted(ROOMS):
-        rirs = [room_impulse_response(rt60, rate, rng) for _ in range(ROOMS_PER_RT60)]
+        rirs = [room_impulse_response(rt60, rate, rng) for _ in range(RIRS_PER_ROOM)]
         drr[rt60] = [round(direct_to_reverberant_db(h, rate), 2) for h in rirs]
         simulations = [RecordingConditions(frontend, rt60_s=(rt60, rt60), drr_db=(d, d)) for d in drr[rt60]]
         log_mels[f"image-source room RT60 {rt60:g} s"] = [frontend.log_mel(reverb(x, rirs[j]), rate)
