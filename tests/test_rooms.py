@@ -81,4 +81,4 @@ def test_the_simulated_rooms_benchmark_scores_a_run_in_both_kinds_of_room(tmp_pa
     assert set(report["accuracy"][run.name]) == {"clean"} | {f"{kind} room RT60 {rt60:g} s" for rt60 in (0.3, 0.8)
                                                           for kind in ("image-source", "mel-power")}
     assert all(v in (0.0, 0.5, 1.0) for v in report["accuracy"][run.name].values())  # two clips in fold 4
-    assert all(len(drr) == simulated_rooms.ROOMS_PER_RT60 for drr in report["direct_to_reverberant_db"].values())
+    assert all(len(drr) == simulated_rooms.RIRS_PER_ROOM for drr in report["direct_to_reverberant_db"].values())
