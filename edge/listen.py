@@ -274,7 +274,6 @@ def classify_files(classifier: Classifier, args) -> tuple:
     files = audio_files(args.file)
     listener = Listener(classifier, classifier.sample_rate, args)
     failed = 0
-    stop_on_sigterm()
     try:
         for path in files:
             try:
@@ -341,7 +340,6 @@ def stop_on_sigterm():
 def listen_live(classifier: Classifier, args) -> Listener:
     """Capture from the input device until --seconds of audio, Ctrl-C/SIGTERM, or the device goes away."""
     sd = import_sounddevice()
-    stop_on_sigterm()
     info = input_device(sd, args.device)
     channels = min(2, info["max_input_channels"])
     rate = supported_rate(sd, info, channels)
@@ -428,6 +426,7 @@ def main(argv=None) -> int:
         members = [Classifier(m, threads=args.threads, low_memory=wants_low_memory(m, args.low_memory))
                    for m in models]
         classifier = averaged(members)
+        stop_on_sigterm()
         if args.file:
             listener, failed, interrupted = classify_files(classifier, args)
         else:
