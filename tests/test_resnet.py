@@ -260,7 +260,7 @@ def test_ensemble_cli_averages_finished_runs(fake_esc50, tmp_path, capsys):
     assert ensemble_main([*run_dirs, "--data", str(fake_esc50), "--fold", "4", "--out", str(tmp_path / "f4.json")]) == 0
     assert json.loads((tmp_path / "f4.json").read_text())["fold"] == 4
     assert ensemble_main([*run_dirs, "--data", str(fake_esc50), "--fold", "3"]) == 2
-    assert "trained on fold 3" in capsys.readouterr().err
+    assert "trained on folds 1, 2, 3; score it on the others" in capsys.readouterr().err
     assert ensemble_main([run_dirs[0], str(tmp_path / "nothing")]) == 2
     assert "no metrics.json" in capsys.readouterr().err
     # a results folder keeps no weights: its saved test-fold probabilities give the same ensemble

@@ -16,7 +16,8 @@ import torch
 from edge.atomic import write_json
 from edge.frontend import FrontEnd
 from train.models import model_from_checkpoint
-from train.rescore import FoldImages, build_parser, probabilities, scores, training_folds
+from train.rescore import FoldImages, build_parser, probabilities, scores
+from train.runs import training_folds
 
 # (crop length in seconds, crops per window): 2.5 s (the training crops) and 3.5 s, evenly spaced.
 VARIANTS = ((2.5, 3), (2.5, 5), (3.5, 3))

@@ -13,7 +13,7 @@ from edge.metadata import LOG_MEL_IMAGE, WAVEFORM
 from train.data.esc50 import parse_splits, read_clips
 from train.engine import TEST_PROBABILITIES, load_best, resolve_device
 from train.models import model_from_checkpoint
-from train.runs import run_split
+from train.runs import run_split, training_folds
 
 
 def fold_set(checkpoint: dict, data_dir, fold: int, log_mels=None):
@@ -70,9 +70,7 @@ def ensemble_accuracy(run_dirs, data_dir, device="auto", log_mels=None, fold: in
         if len(folds) != 1:
             raise ValueError(f"runs tested on different folds cannot be ensembled: {splits}")
         fold = folds.pop()
-    trained = [run for run, s in splits.items() if fold in parse_splits(s)[0].train_folds]
-    if trained:
-        raise ValueError(f"{', '.join(trained)} trained on fold {fold}: it cannot be evaluated there")
+    training_folds(run_dirs, [fold])
     outputs = [probabilities(run, data_dir, device, log_mels=log_mels, fold=fold) for run in run_dirs]
     targets, classes = outputs[0][1], outputs[0][2]
     for run, (_, other_targets, other_classes) in zip(run_dirs, outputs):

@@ -21,7 +21,8 @@ from edge.atomic import write_json
 from edge.frontend import FrontEnd
 from train.melcnn import RandomTimeCrop
 from train.models import model_from_checkpoint
-from train.rescore import FoldImages, build_parser, mean_accuracy, probabilities, scores, training_folds
+from train.rescore import FoldImages, build_parser, mean_accuracy, probabilities, scores
+from train.runs import training_folds
 
 CROP_SECONDS = 2.5  # MelCNN's training crops
 VARIANTS = ("as trained", "whole windows", f"{CROP_SECONDS:g}-s crops")

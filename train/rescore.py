@@ -1,6 +1,6 @@
 """What the tools that re-score a trained log-mel run on whole folds share (train.crop_averaging,
-train.weight_average, train.precise_bn): their command line, the refusal of a fold a run trained on, the fold
-images a run's front end makes, and the scores."""
+train.weight_average, train.precise_bn): their command line, the fold images a run's front end makes, and the
+scores. Each refuses a fold a run trained on with train.runs.training_folds."""
 from __future__ import annotations
 
 import argparse
@@ -14,10 +14,8 @@ from edge.frontend import FrontEnd
 from edge.metadata import LOG_MEL_IMAGE
 from train.config import int_list
 from train.data.cache import load_log_mels
-from train.data.esc50 import parse_splits
 from train.engine import load_best
 from train.ensemble import fold_set
-from train.runs import run_split
 
 
 def build_parser(prog: str, description: str, runs_help: str, many_runs: bool = False) -> argparse.ArgumentParser:
@@ -29,16 +27,6 @@ def build_parser(prog: str, description: str, runs_help: str, many_runs: bool = 
     parser.add_argument("--cache-dir", help="log-mel cache folder (default <dataset>/cache)")
     parser.add_argument("--out", type=Path, required=True, help="JSON to write")
     return parser
-
-
-def training_folds(runs, scored_folds) -> dict:
-    """{run: the folds it trained on}, from each finished run's metrics.json; ValueError naming the first run that
-    trained on one of ``scored_folds``: its weights have seen those clips, so a score there says nothing."""
-    trained_on = {run: parse_splits(run_split(run))[0].train_folds for run in runs}
-    for run, folds in trained_on.items():
-        if set(scored_folds) & set(folds):
-            raise ValueError(f"{run}: trained on folds {', '.join(map(str, folds))}; score it on the others")
-    return trained_on
 
 
 class FoldImages:

@@ -76,6 +76,16 @@ def run_split(run_dir) -> str:
     return json.loads(path.read_text())["split"]
 
 
+def training_folds(runs, scored_folds) -> dict:
+    """{run: the folds it trained on}, from each finished run's metrics.json; ValueError naming the first run that
+    trained on one of ``scored_folds``: its weights have seen those clips, so a score there says nothing."""
+    trained_on = {run: parse_splits(run_split(run))[0].train_folds for run in runs}
+    for run, folds in trained_on.items():
+        if set(scored_folds) & set(folds):
+            raise ValueError(f"{run}: trained on folds {', '.join(map(str, folds))}; score it on the others")
+    return trained_on
+
+
 def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict,
                 classes: list, input_spec: dict, datasets: tuple, augment, mix, restyle=None,
                 teacher: nn.Module | None = None, teacher_weight: float = 0.5, consistency: float = 0.0,

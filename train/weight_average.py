@@ -15,7 +15,8 @@ import torch
 
 from edge.atomic import write_json
 from train.models import model_from_checkpoint
-from train.rescore import FoldImages, build_parser, mean_accuracy, probabilities, scores, training_folds
+from train.rescore import FoldImages, build_parser, mean_accuracy, probabilities, scores
+from train.runs import training_folds
 
 
 def final_weights(run: Path) -> dict:
