@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     result = {"command": "python -m benchmarks.model_cost", "torch": torch.__version__,
               "statistic": "parameters; multiply-accumulates for one 5-s window (FLOPs / 2)", "models": {}}
     for name, (model_name, kwargs, shape) in recipes().items():
-        result["models"][name] = {"model_kwargs": kwargs, **cost(build_model(model_name, n_classes=50, **kwargs), shape)}
+        model = build_model(model_name, n_classes=50, **kwargs)
+        result["models"][name] = {"model_kwargs": kwargs, **cost(model, shape)}
         print(f"{name}: {result['models'][name]['parameters'] / 1e6:.2f} M parameters, "
               f"{result['models'][name]['macs_per_window'] / 1e9:.3f} G MACs per window")
     write_json(result, args.out)

@@ -92,7 +92,8 @@ def main(argv=None) -> int:
         "model": metrics["model"], "device": metrics["hardware"]["gpu"] or metrics["hardware"]["cpu"],
         "hardware": metrics["hardware"], "torch": torch.__version__,
         "precision": metrics["precision"],
-        "data": str(args.data) if args.data else f"synthetic: {args.classes} classes x {args.per_fold} clips x {FOLDS} folds",
+        "data": (str(args.data) if args.data
+                 else f"synthetic: {args.classes} classes x {args.per_fold} clips x {FOLDS} folds"),
         "recipe_args": recipe_args,
         "clips_per_epoch": epoch_clips, "wall_time_s": round(metrics["wall_time_s"], 1),
         "stages": stage_speeds(metrics["epochs"], epoch_clips),

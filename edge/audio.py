@@ -13,7 +13,8 @@ class AudioFileError(ValueError):
 
 
 def load_audio(path) -> tuple:
-    """(mono float32 waveform, sample rate) of a WAV/FLAC/OGG file; channels are aligned, then averaged (:func:`downmix`)."""
+    """(mono float32 waveform, sample rate) of a WAV/FLAC/OGG file; channels are aligned, then averaged
+    (:func:`downmix`)."""
     import soundfile as sf
 
     path = Path(path)

@@ -204,7 +204,8 @@ class Listener:
         self.source_windows += 1
         end_s = self.ring.count / self.rate
         rounded = {part: None if ms is None else round(ms, 2) for part, ms in timing.items()}
-        self.emit({"time": datetime.now().isoformat(timespec="milliseconds"), **({"file": self.source} if self.source else {}),
+        source = {"file": self.source} if self.source else {}
+        self.emit({"time": datetime.now().isoformat(timespec="milliseconds"), **source,
                    "start_s": round(max(0.0, end_s - self.window / self.rate), 3), "end_s": round(end_s, 3),
                    "status": status, "label": top[0][0] if status == "ok" else None,
                    "top": [{"label": label, "probability": round(p, 4)} for label, p in top],
@@ -291,7 +292,8 @@ def import_sounddevice():
     try:
         import sounddevice
     except OSError as err:
-        raise ListenError(f"PortAudio is not available ({err}); install it (Debian: apt install libportaudio2)") from None
+        raise ListenError(f"PortAudio is not available ({err}); "
+                          "install it (Debian: apt install libportaudio2)") from None
     return sounddevice
 
 

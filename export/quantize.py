@@ -58,7 +58,8 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, method: str = "m
             nodes = onnx.load(str(prepared)).graph.node
             convs = [i for i, node in enumerate(nodes) if node.op_type == "Conv"]
             if fp32_convs > len(convs):
-                raise TooManyFp32Convs(f"{fp32_path}: cannot keep {fp32_convs} convolutions in fp32, it has {len(convs)}")
+                raise TooManyFp32Convs(f"{fp32_path}: cannot keep {fp32_convs} convolutions in fp32, "
+                                       f"it has {len(convs)}")
             fp32_nodes = [node.name for node in nodes[:convs[0]]] + [nodes[i].name for i in convs[:fp32_convs]]
         quantize_static(str(prepared), str(out_path), WindowReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range,

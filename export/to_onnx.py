@@ -305,7 +305,8 @@ def export(config: ExportConfig) -> dict:
                            "onnxruntime": onnxruntime.__version__, "opset": OPSET},
               "command": " ".join(["python -m export.to_onnx", *config.argv]),
               "latency": {"statistic": "median ms per window, batch 1, onnxruntime CPU, models in turns of 10 calls",
-                          "threads": config.threads, "repeats": config.latency_repeats, "machine": host(onnxruntime=onnxruntime.__version__)}}
+                          "threads": config.threads, "repeats": config.latency_repeats,
+                          "machine": host(onnxruntime=onnxruntime.__version__)}}
     clips = dataset_clips(run, config.data, config.calibration_per_class)
     with staged(config.out) as tmp:
         save_onnx(to_onnx(model, run.input_shape(), run.metadata(precision="fp32")), tmp)

@@ -65,7 +65,8 @@ def image_model(path, with_metadata: bool = True):
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", len(CLASSES)])],
         [numpy_helper.from_array(weights, "weights"),
          numpy_helper.from_array(np.array([0, 0, 3.0], np.float32), "bias")])
-    return save(graph, path, metadata(LOG_MEL_IMAGE, frontend.sample_rate, frontend.to_json()) if with_metadata else None)
+    meta = metadata(LOG_MEL_IMAGE, frontend.sample_rate, frontend.to_json()) if with_metadata else None
+    return save(graph, path, meta)
 
 
 def waveform_model(path, sample_rate: int = 8000):

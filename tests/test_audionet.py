@@ -124,7 +124,8 @@ def test_sample_rates_that_are_not_multiples_of_8_khz_are_refused(capsys):
         build_parser().parse_args(["--sample-rate", "22050"])
     assert "--sample-rate: must be a multiple of 8000 Hz, not '22050'" in capsys.readouterr().err
     config = configure(["--sample-rate", "8000"])
-    assert config.sample_rate == 8000 and repr(build_mix(config, config.sample_rate)) == "BetweenClass(sample_rate=8000)"
+    assert config.sample_rate == 8000
+    assert repr(build_mix(config, config.sample_rate)) == "BetweenClass(sample_rate=8000)"
     defaults, model = configure([]), AudioNet()
     assert defaults.sample_rate == model.sample_rate == 16000 and defaults.ema == 0.999  # the reported recipe
     assert (defaults.depth, defaults.pooling) == (model.depth, model.pooling) == (11, "mean+max")

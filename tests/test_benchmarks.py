@@ -23,7 +23,8 @@ def test_synthetic_esc50_has_the_layout_and_fold_sizes(tmp_path):
 def test_training_speed_reports_each_stage(tmp_path):
     out = tmp_path / "speed.json"
     assert training_speed.main(["resnet", "--classes", "2", "--per-fold", "1", "--device", "cpu", "--workers", "0",
-                                "--out", str(out), "--", "--head-epochs", "1", "--epochs", "2", "--batch-size", "4"]) == 0
+                                "--out", str(out),
+                                "--", "--head-epochs", "1", "--epochs", "2", "--batch-size", "4"]) == 0
     result = json.loads(out.read_text())
     assert result["model"] == "resnet50" and result["clips_per_epoch"] == 2 * 4  # folds 1-3 train, 4 validates
     assert [(s["stage"], s["epochs"]) for s in result["stages"]] == [("head", 1), ("all", 2)]

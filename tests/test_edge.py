@@ -362,7 +362,8 @@ def test_files_and_folders_are_classified_in_order(tone_models, tmp_path, capsys
     assert "windows 4; latency per window median" in err
     assert main(["--model", str(tone_models["image"]), "--file", str(folder)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[:3] for line in lines] == [["a_low.ogg", "5.0s", "low_tone"], ["a_low.ogg", "6.0s", "low_tone"],
+    assert [line.split()[:3] for line in lines] == [["a_low.ogg", "5.0s", "low_tone"],
+                                                    ["a_low.ogg", "6.0s", "low_tone"],
                                                     ["b_high.flac", "5.0s", "high_tone"]]
 
 

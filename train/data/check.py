@@ -57,7 +57,8 @@ def check_clip(clip) -> list:
             problems.append(Problem(path, "label mismatch",
                                     f"filename says target {match.group(2)}, CSV says {clip.target}"))
         if int(match.group(1)) != clip.fold:
-            problems.append(Problem(path, "fold mismatch", f"filename says fold {match.group(1)}, CSV says {clip.fold}"))
+            problems.append(Problem(path, "fold mismatch",
+                                    f"filename says fold {match.group(1)}, CSV says {clip.fold}"))
     return problems + check_audio(path)
 
 
@@ -71,7 +72,8 @@ def check_audio(path: Path) -> list:
         info = sf.info(str(path))
     except Exception as err:  # LibsndfileError or RuntimeError, depending on the soundfile version
         if cut:  # a WAV cut inside its header: say so rather than "not audio"
-            return [Problem(path, "truncated", f"header declares {declared} bytes, file has {size}; unreadable ({err})")]
+            return [Problem(path, "truncated",
+                            f"header declares {declared} bytes, file has {size}; unreadable ({err})")]
         return [Problem(path, "not audio", str(err))]
     problems = []
     if cut:

@@ -20,10 +20,13 @@ def class_balance(clips) -> dict:
 def format_table(balance: dict) -> str:
     """The balance as a fixed-width text table, one row per class, totals last."""
     width = max([len("category")] + [len(c["category"]) for c in balance["classes"]])
-    header = f"{'target':>6}  {'category':<{width}}" + "".join(f"{f'fold {f}':>8}" for f in balance["folds"]) + f"{'total':>8}"
-    rows = [f"{c['target']:>6}  {c['category']:<{width}}" + "".join(f"{n:>8}" for n in c["per_fold"]) + f"{c['total']:>8}"
-            for c in balance["classes"]]
-    footer = f"{'':>6}  {'all':<{width}}" + "".join(f"{n:>8}" for n in balance["per_fold"]) + f"{balance['total']:>8}"
+
+    def row(target, category, counts, total) -> str:
+        return f"{target:>6}  {category:<{width}}" + "".join(f"{n:>8}" for n in counts) + f"{total:>8}"
+
+    header = row("target", "category", [f"fold {f}" for f in balance["folds"]], "total")
+    rows = [row(c["target"], c["category"], c["per_fold"], c["total"]) for c in balance["classes"]]
+    footer = row("", "all", balance["per_fold"], balance["total"])
     totals = sorted({c["total"] for c in balance["classes"]})
     summary = (f"{len(balance['classes'])} classes, {balance['total']} clips; clips per class: "
                + (f"{totals[0]} each" if len(totals) == 1 else f"{totals[0]} to {totals[-1]}"))
