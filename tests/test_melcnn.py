@@ -533,8 +533,8 @@ def untrained_run(run: Path, frequency_position: bool = False, pooling: str = "m
             "frontend": FRONTEND.to_json()}
     torch.save({"model_name": "melcnn", "model_kwargs": kwargs, "state_dict": MelCNN(**kwargs).state_dict(),
                 "classes": CLASSES, "input": spec, "epoch": 1, "valid_accuracy": 0.5}, run / "best.pt")
-    (run / "metrics.json").write_text(json.dumps({"model": "melcnn", "split": "book", "seed": 0,
-                                                  "commit": "abc", "test_accuracy": 0.5}))
+    (run / "metrics.json").write_text(json.dumps({"model": "melcnn", "split": "book", "seed": 0, "commit": "abc",
+                                                  "settings": {"crop_seconds": 2.5}, "test_accuracy": 0.5}))
     return run
 
 
@@ -863,10 +863,33 @@ def test_precise_bn_scores_each_variant_and_the_runs_averaged(tmp_path, fake_esc
     assert precise_bn.main([*map(str, runs), "--data", str(fake_esc50), "--cache-dir", cache,
                             "--folds", "4,5", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
+    variants = {"as trained", "whole windows", "2.5-s crops"}  # the runs' training crops (untrained_run)
     assert set(result["runs"]) == {"melcnn-book-seed0", "melcnn-book-seed1"}
-    assert set(result["runs"]["melcnn-book-seed0"]["fold 4"]) == set(precise_bn.VARIANTS)
-    assert set(result["runs averaged"]["fold 5"]) == set(precise_bn.VARIANTS)
+    assert set(result["runs"]["melcnn-book-seed0"]["fold 4"]) == variants
+    assert set(result["runs averaged"]["fold 5"]) == variants
     assert all(s["accuracy"] in (0.0, 0.5, 1.0) for s in result["runs averaged"]["fold 5"].values())
+
+
+def test_precise_bn_crops_as_long_as_the_runs_trained_on_and_refuses_runs_without_one_length(tmp_path, fake_esc50,
+                                                                                              capsys):
+    runs = [untrained_run(tmp_path / f"melcnn-book-seed{seed}") for seed in (0, 1)]
+    out, cache = tmp_path / "bn.json", str(tmp_path / "cache")
+
+    def set_crop_seconds(run, seconds):
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["settings"]["crop_seconds"] = seconds
+        (run / "metrics.json").write_text(json.dumps(metrics))
+
+    set_crop_seconds(runs[1], 1.5)
+    assert precise_bn.main([*map(str, runs), "--data", str(fake_esc50), "--cache-dir", cache, "--out", str(out)]) == 2
+    assert f"error: {runs[1]}: trained on 1.5-s crops, {runs[0]} on 2.5-s ones" in capsys.readouterr().err
+    set_crop_seconds(runs[1], 0)
+    assert precise_bn.main([str(runs[1]), "--data", str(fake_esc50), "--cache-dir", cache, "--out", str(out)]) == 2
+    assert f"error: {runs[1]}: trained on whole clips" in capsys.readouterr().err
+    assert not out.exists()
+    set_crop_seconds(runs[0], 1.5)
+    assert precise_bn.main([str(runs[0]), "--data", str(fake_esc50), "--cache-dir", cache, "--out", str(out)]) == 0
+    assert "1.5-s crops" in json.loads(out.read_text())["runs"]["melcnn-book-seed0"]["fold 4"]
 
 
 @pytest.mark.parametrize("tool", [crop_averaging, weight_average, precise_bn])

@@ -68,12 +68,17 @@ def protocol_text(split, epochs: int) -> str:
             f"with those weights, at the end")
 
 
-def run_split(run_dir) -> str:
-    """The split a finished run was tested on (from its metrics.json)."""
+def run_metrics(run_dir) -> dict:
+    """A finished run's metrics.json: its split, settings and scores."""
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a finished run (no metrics.json)")
-    return json.loads(path.read_text())["split"]
+    return json.loads(path.read_text())
+
+
+def run_split(run_dir) -> str:
+    """The split a finished run was tested on."""
+    return run_metrics(run_dir)["split"]
 
 
 def training_folds(runs, scored_folds) -> dict:
