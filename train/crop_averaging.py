@@ -19,7 +19,7 @@ from train.models import model_from_checkpoint
 from train.rescore import FoldImages, build_parser, probabilities, scores
 from train.runs import training_folds
 
-# (crop length in seconds, crops per window): 2.5 s (the training crops) and 3.5 s, evenly spaced.
+# (crop length in seconds, crops per window): 2.5 s (the recipe's training crops) and 3.5 s, evenly spaced.
 VARIANTS = ((2.5, 3), (2.5, 5), (3.5, 3))
 
 
