@@ -78,12 +78,12 @@ def main(argv=None) -> int:
     try:
         train_folds = training_folds(args.runs, folds)
         crop_seconds = training_crop_seconds(args.runs)
-    except (FileNotFoundError, ValueError) as err:  # not a finished run, one trained on a scored fold or on whole
-        # clips, or runs of several crop lengths
+    except (FileNotFoundError, ValueError) as err:  # unfinished, trained on a scored fold, no crops or several
         print(f"error: {err}", file=sys.stderr)
         return 2
     # one pass per run makes the images of the folds scored and of the folds its statistics are recomputed on
     fold_images = FoldImages(args.data, sorted(set(folds).union(*train_folds.values())), args.cache_dir)
+    names = variants(crop_seconds)
     results, probs, targets = {}, {}, {}
     for run in args.runs:
         try:
@@ -94,24 +94,23 @@ def main(argv=None) -> int:
         train_images = torch.cat([images_of[fold][0] for fold in train_folds[run]])
         model = model_from_checkpoint(checkpoint)
         frontend = FrontEnd.from_json(checkpoint["input"]["frontend"])
-        models = dict(zip(variants(crop_seconds), (model, recompute_batchnorm(model, train_images),
-                                                   recompute_batchnorm(model, crops(train_images, frontend,
-                                                                                    crop_seconds)))))
+        models = dict(zip(names, (model, recompute_batchnorm(model, train_images),
+                                  recompute_batchnorm(model, crops(train_images, frontend, crop_seconds)))))
         results[run.name] = {}
         for fold in folds:
             images, targets[fold] = images_of[fold]
             for variant, variant_model in models.items():
                 probs.setdefault(fold, {}).setdefault(variant, []).append(probabilities(variant_model, images))
             results[run.name][f"fold {fold}"] = {variant: scores(probs[fold][variant][-1], targets[fold])
-                                                 for variant in models}
+                                                 for variant in names}
             print(run.name, fold, results[run.name][f"fold {fold}"], flush=True)
     summary = {"what": "BatchNorm statistics of each run as trained and recomputed on its training folds (whole "
                        f"5-s windows; {crop_seconds:g}-s crops, as the runs trained on)",
                "command": "python -m train.precise_bn " + " ".join(argv or sys.argv[1:]), "runs": results,
-               "mean_accuracy": mean_accuracy(results, folds, variants(crop_seconds))}
+               "mean_accuracy": mean_accuracy(results, folds, names)}
     if len(args.runs) > 1:
         summary["runs averaged"] = {f"fold {fold}": {v: scores(torch.stack(probs[fold][v]).mean(0), targets[fold])
-                                                     for v in variants(crop_seconds)} for fold in folds}
+                                                     for v in names} for fold in folds}
     write_json(summary, args.out)
     return 0
 
