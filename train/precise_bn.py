@@ -26,10 +26,6 @@ from train.rescore import FoldImages, build_parser, mean_accuracy, probabilities
 from train.runs import run_metrics, training_folds
 
 
-def variants(crop_seconds: float) -> tuple:
-    return "as trained", "whole windows", f"{crop_seconds:g}-s crops"
-
-
 def training_crop_seconds(runs) -> float:
     """The length of the training crops the runs share (their settings); ValueError naming a run that trained on
     whole clips, where the crops would be the whole windows, or on crops of another length than the first run's."""
@@ -83,7 +79,7 @@ def main(argv=None) -> int:
         return 2
     # one pass per run makes the images of the folds scored and of the folds its statistics are recomputed on
     fold_images = FoldImages(args.data, sorted(set(folds).union(*train_folds.values())), args.cache_dir)
-    names = variants(crop_seconds)
+    names = ("as trained", "whole windows", f"{crop_seconds:g}-s crops")
     results, probs, targets = {}, {}, {}
     for run in args.runs:
         try:
