@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     if missing:
         print(f"error: no metrics.json (unfinished or not a run folder): {', '.join(missing)}", file=sys.stderr)
         return 2
-    summary = summarize([json.loads((run / "metrics.json").read_text()) for run in args.runs], args.out)
+    summary = summarize([run_metrics(run) for run in args.runs], args.out)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
     return 0
 
