@@ -1,6 +1,7 @@
 """ResNet-50 transfer: staging, SpecAugment masks, weight loading, and a tiny end-to-end run."""
 from __future__ import annotations
 
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -192,16 +193,18 @@ def resnet_cli(fake_esc50, tmp_path, *extra):
     return tmp_path / "runs"
 
 
-def test_staged_run_writes_metrics_and_a_loadable_checkpoint(fake_esc50, tmp_path):
+def test_staged_run_writes_metrics_and_a_loadable_checkpoint(fake_esc50, tmp_path, monkeypatch):
     import json
 
+    monkeypatch.setattr(sys, "argv", ["resnet.py", "--epochs", "1"])  # what train.runs records as the command
     runs = resnet_cli(fake_esc50, tmp_path)
     (run,) = runs.iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
     assert [e["stage"] for e in metrics["epochs"]] == ["head", "all"]
     assert metrics["test_clips"] == 2 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["settings"]["weights"] is None and metrics["settings"]["specaugment"] is True
-    assert metrics["command"].startswith("python -m train.resnet") and metrics["model"] == "resnet50"
+    assert metrics["command"] == "python -m train.resnet --epochs 1" and metrics["model"] == "resnet50"
+    assert "resumed_with_command" not in metrics
     assert metrics["protocol"].startswith("train on folds 1, 2, 3; the epoch with the best accuracy on fold 4 is "
                                           "kept (of 2)")  # both stages' epochs
     for name in ("best.pt", "last.pt", "curves.png", "confusion.png", "results.md", "results.json"):
@@ -211,9 +214,12 @@ def test_staged_run_writes_metrics_and_a_loadable_checkpoint(fake_esc50, tmp_pat
     assert isinstance(model_from_checkpoint(best), SpecResNet50)
     from train.resnet import main
 
+    monkeypatch.setattr(sys, "argv", ["resnet.py", "--resume", "RUN"])
     assert main(["--resume", str(run), "--data", str(fake_esc50), "--cache-dir", str(tmp_path / "cache"),
                  "--no-progress", "--device", "cpu"]) == 0  # a finished run: nothing left to train
-    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["test_accuracy"] == metrics["test_accuracy"] and resumed["command"] == metrics["command"]
+    assert resumed["resumed_with_command"] == "python -m train.resnet --resume RUN"
 
 
 def test_staged_run_with_ema_keeps_the_average_through_both_stages(fake_esc50, tmp_path):

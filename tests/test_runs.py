@@ -61,6 +61,22 @@ def test_one_planned_run_per_seed_and_fold_each_saving_its_own_seed_and_split(tm
     assert config.seeds == (3, 4)  # planning does not edit the configuration
 
 
+def test_a_resumed_run_keeps_the_command_that_started_it_and_names_the_one_resuming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["net.py", "--epochs", "3", "--seeds", "5"])
+    [run] = plan_runs(TrainingConfig(epochs=3, seeds=(5,), out=str(tmp_path)), "net")
+    run.create()
+    assert run.command == "python -m train.net --epochs 3 --seeds 5" and run.resumed_with is None
+    monkeypatch.setattr(sys, "argv", ["net.py", "--resume", str(run.run_dir)])
+    config = TrainingConfig(resume=str(run.run_dir)).resumed()
+    assert (config.epochs, config.seed) == (3, 5)  # the saved command is not a setting
+    [resumed] = plan_runs(config, "net")
+    assert resumed.command == run.command and resumed.resumed_with == f"python -m train.net --resume {run.run_dir}"
+    saved = json.loads((run.run_dir / "config.json").read_text())
+    del saved["command"]  # as saved before config.json recorded it
+    (run.run_dir / "config.json").write_text(json.dumps(saved))
+    assert plan_runs(config, "net")[0].command is None
+
+
 def test_the_flags_take_their_defaults_from_the_configuration():
     parser = add_common_args(argparse.ArgumentParser(), TrainingConfig(epochs=7, mix="mixup", ema=0.5))
     config = TrainingConfig.from_args(parser.parse_args(["--seeds", "0,2"]))

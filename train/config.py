@@ -72,6 +72,7 @@ class TrainingConfig:
         """The configuration a run saved (config.json, beside the commit it started with); one saved by a version
         with other settings is refused."""
         saved = dict(saved)
+        saved.pop("command", None)  # the command that started the run (train.runs.plan_runs): not a setting
         commit = saved.pop("commit", None)
         names = {f.name for f in dataclasses.fields(cls)}
         missing, unknown = sorted(names - set(saved)), sorted(set(saved) - names)

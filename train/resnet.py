@@ -217,7 +217,7 @@ def train_run(config: ResNetConfig, planned, log_mels, clips, frontend: FrontEnd
                           classes=class_names(clips), input_spec=input_spec,
                           datasets=(images(train_idx, augment), images(valid_idx) if valid_idx else None,
                                     images(test_idx)),
-                          augment=augment, mix=mix, module="train.resnet", epochs=config.head_epochs + config.epochs)
+                          augment=augment, mix=mix, epochs=config.head_epochs + config.epochs)
     fit = dict(optimizer=config.optimizer, weight_decay=config.weight_decay, schedule=config.schedule)
     head = [{"name": "head", "params": model.head.parameters(), "lr": config.lr}]
     model.freeze_backbone(True)
@@ -313,7 +313,7 @@ def main(argv=None) -> int:
         if results_dir is not None:
             settings = dataclasses.replace(settings, out=str(results_dir))
         model_name = "resnet50" if len(experiments) == 1 else f"resnet50-{name}"
-        for planned in plan_runs(settings, model_name):
+        for planned in plan_runs(settings, model_name, "train.resnet"):
             metrics = train_run(settings, planned, log_mels, clips, frontend)
             if settings.find_lr:
                 return 0

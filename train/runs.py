@@ -29,13 +29,17 @@ def command_line(module: str) -> str:
 
 @dataclass
 class PlannedRun:
-    """One (split, seed) run; :meth:`create` makes its folder and saves the settings in config.json."""
+    """One (split, seed) run; :meth:`create` makes its folder and saves the settings in config.json.
+    ``command``: the one that started it, which a resume keeps (None for runs saved before config.json had it);
+    ``resumed_with``: the one resuming it now."""
 
     split: Split
     seed: int
     run_dir: Path
     resume: bool
     config: dict
+    command: str | None
+    resumed_with: str | None = None
 
     def create(self) -> Path:
         if not self.resume:
@@ -44,15 +48,20 @@ class PlannedRun:
         return self.run_dir
 
 
-def plan_runs(config: TrainingConfig, model_name: str) -> list:
-    """One :class:`PlannedRun` per (split, seed), in runs/<model>-<split>-seed<k>-<timestamp>/; with
-    ``resume`` (a configuration already :meth:`~train.config.TrainingConfig.resumed`), that run alone."""
+def plan_runs(config: TrainingConfig, model_name: str, module: str | None = None) -> list:
+    """One :class:`PlannedRun` per (split, seed), in runs/<model>-<split>-seed<k>-<timestamp>/, started by
+    ``python -m train.<model_name>`` (else ``module``); with ``resume`` (a configuration already
+    :meth:`~train.config.TrainingConfig.resumed`), that run alone."""
+    command = command_line(module or f"train.{model_name}")
     if config.resume:
-        return [PlannedRun(parse_splits(config.split)[0], config.seed, Path(config.resume), True, config.to_json())]
+        started_by = json.loads((Path(config.resume) / "config.json").read_text()).get("command")
+        return [PlannedRun(parse_splits(config.split)[0], config.seed, Path(config.resume), True, config.to_json(),
+                           started_by, resumed_with=command)]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return [PlannedRun(split, seed, Path(config.out) / f"{model_name}-{split.name}-seed{seed}-{stamp}", False,
                        {**config.to_json(), "split": split.name, "seed": seed, "seeds": None, "resume": None,
-                        "commit": git_commit()})  # the code it starts with: a resume names it
+                        "commit": git_commit(), "command": command},  # what it starts with: a resume names both
+                       command)
             for seed in config.run_seeds for split in parse_splits(config.split)]
 
 
@@ -94,17 +103,19 @@ def training_folds(runs, scored_folds) -> dict:
 def run_trainer(config: TrainingConfig, run: PlannedRun, model: nn.Module, *, name: str, model_kwargs: dict,
                 classes: list, input_spec: dict, datasets: tuple, augment, mix, restyle=None,
                 teacher: nn.Module | None = None, teacher_weight: float = 0.5, consistency: float = 0.0,
-                module: str | None = None, epochs: int | None = None) -> Trainer:
-    """The Trainer of one planned run of a recipe (``python -m train.<name>``, else ``module``), recording in
-    metrics.json what every run records: model, split, seed, protocol, command, augmentation, settings.
+                epochs: int | None = None) -> Trainer:
+    """The Trainer of one planned run of a recipe, recording in metrics.json what every run records: model,
+    split, seed, protocol, the command that started it (and the one that resumed it), augmentation, settings.
     ``teacher`` and ``teacher_weight``: distillation; ``consistency``: its weight (train.engine.Trainer);
     ``epochs``: of all its stages (default ``config.epochs``: one stage)."""
     train_set, valid_set, test_set = datasets
     metadata = {"model": name, "model_kwargs": model_kwargs, "split": run.split.name, "seed": run.seed,
                 "protocol": protocol_text(run.split, config.epochs if epochs is None else epochs),
-                "command": command_line(module or f"train.{name}"),
+                "command": run.command,
                 "augment": repr(augment), "mix": repr(mix), "restyle": repr(restyle),
                 "settings": {k: v for k, v in config.to_json().items() if k != "resume"}}
+    if run.resumed_with:
+        metadata["resumed_with_command"] = run.resumed_with
     return Trainer(model, run.run_dir, train_set=train_set, valid_set=valid_set, test_set=test_set,
                    checkpoint_info=checkpoint_info(name, model_kwargs, classes, input_spec),
                    metadata=metadata, device=config.device, batch_size=config.batch_size, workers=config.workers,
